@@ -1,0 +1,335 @@
+"""
+The pub chat room: every line one client sends, every client receives.
+
+Lines end with LF (a CR before it is dropped), so C{nc}, C{telnet} and CRLF
+clients all work; the server always sends CRLF.  Each line is relayed as
+C{<NAME> TEXT}, where NAME is the sender's own address until it picks a nick.
+
+Three things keep one client from hurting the others:
+  - an over-long line is discarded with bounded memory (L{LineBuffer});
+  - text is cleaned of control characters before anyone sees it (L{clean});
+  - a client that does not read is dropped once its unsent output passes a
+    limit (L{ChatClient.deliver}), so it cannot grow server memory.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+log = Logger()
+
+DEFAULT_MAX_LINE = 4096
+DEFAULT_BACKLOG = 1024 * 1024
+
+# How long a client dropped as too slow gets to read its last line before the
+# connection is aborted; it is not reading, so a clean close could wait forever.
+DROP_GRACE_SECONDS = 5.0
+
+_NICK = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+# C0 controls other than TAB, DEL, and the C1 controls: removed so that nobody
+# can move another user's cursor, clear their screen or retitle their terminal.
+# (U+0080-U+009F matter too: a UTF-8 terminal may act on U+009B as CSI.)
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)])
+
+_HELP = (
+    "* commands: /nick NAME (1-32 letters, digits, _ or -), /who, /help, /quit;"
+    " start a line with // to send one that begins with /"
+)
+
+
+def clean(raw: bytes) -> str:
+    """
+    Turn the bytes of one line into text that is safe to show to others.
+
+    Invalid UTF-8 becomes U+FFFD; control characters are removed.
+    """
+    return raw.decode("utf-8", "replace").translate(_CONTROLS)
+
+
+def nameForAddress(address: IAddress) -> str:
+    """
+    Name a client by its own address, C{HOST:PORT} (C{[HOST]:PORT} for IPv6).
+    """
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    return str(address)
+
+
+class LineBuffer:
+    """
+    Split a byte stream into lines, with a bound on how long a line may be.
+
+    A line ends with LF; one CR before the LF is dropped.  A line longer than
+    C{maxLength} (not counting its CR LF) is discarded whole, up to and
+    including its LF, while holding at most C{maxLength + 1} bytes of it.  The
+    lines after it, even in the same chunk, are kept.
+
+    Twisted's L{LineReceiver} would instead clear its buffer and treat the rest
+    of an over-long line as a new line, and L{LineOnlyReceiver} drops the lines
+    after it; hence this small class.
+    """
+
+    def __init__(self, maxLength: int) -> None:
+        self.maxLength = maxLength
+        self._partial = b""
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[bytes | None]:
+        """
+        Add C{data} and return the lines it completes, in order, with L{None}
+        in place of each line that was too long.
+        """
+        if self._discarding:
+            end = data.find(b"\n")
+            if end == -1:
+                return []
+            data = data[end + 1 :]
+            self._discarding = False
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        lines: list[bytes | None] = []
+        for line in complete:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            lines.append(line if len(line) <= self.maxLength else None)
+        pending = len(self._partial) - self._partial.endswith(b"\r")
+        if pending > self.maxLength:
+            # Report the line as soon as it is known to be too long, and skip
+            # the rest of it as it arrives instead of buffering it.
+            self._partial = b""
+            self._discarding = True
+            lines.append(None)
+        return lines
+
+
+class ChatRoom:
+    """
+    The shared state of the chat service: who is in the room, under what name.
+
+    One room may be served on several endpoints; the L{ChatFactory} of each
+    hands the same room to every L{ChatClient} it builds.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        maxLine: int = DEFAULT_MAX_LINE,
+        backlog: int = DEFAULT_BACKLOG,
+    ) -> None:
+        self.clock = clock
+        self.maxLine = maxLine
+        self.backlog = backlog
+        # Keyed by the casefolded name, so "Admin" cannot pose as "admin".
+        self._members: dict[str, ChatClient] = {}
+        self.messagesRelayed = 0
+        self.clientsDropped = 0
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def names(self) -> list[str]:
+        return sorted(client.name for client in self._members.values())
+
+    def isTaken(self, name: str) -> bool:
+        return name.casefold() in self._members
+
+    def join(self, client: ChatClient) -> None:
+        self._members[client.name.casefold()] = client
+        self.broadcast(
+            f"* {client.name} joined ({len(self)} in the room)", exclude=client
+        )
+        log.info(
+            "chat: {name} joined ({count} in the room)",
+            name=client.name,
+            count=len(self),
+        )
+
+    def leave(self, client: ChatClient, why: str = "left") -> None:
+        if self._members.get(client.name.casefold()) is not client:
+            return
+        del self._members[client.name.casefold()]
+        self.broadcast(f"* {client.name} {why}")
+        log.info(
+            "chat: {name} {why} ({count} in the room)",
+            name=client.name,
+            why=why,
+            count=len(self),
+        )
+
+    def rename(self, client: ChatClient, newName: str) -> None:
+        oldName = client.name
+        del self._members[oldName.casefold()]
+        client.name = newName
+        self._members[newName.casefold()] = client
+        self.broadcast(f"* {oldName} is now {newName}", exclude=client)
+        log.info("chat: {old} is now {new}", old=oldName, new=newName)
+
+    def say(self, sender: ChatClient, text: str) -> None:
+        """
+        Relay one line of text from C{sender} to everybody, the sender included.
+        """
+        self.messagesRelayed += 1
+        self.broadcast(f"<{sender.name}> {text}")
+
+    def broadcast(self, text: str, exclude: ChatClient | None = None) -> None:
+        # Encode once, not once per recipient: with many clients, formatting is
+        # what a naive fan-out spends its time on.
+        line = text.encode("utf-8") + b"\r\n"
+        # A copy, because a recipient that is too slow leaves during the loop.
+        for client in list(self._members.values()):
+            if client is not exclude:
+                client.deliver(line)
+
+
+@implementer(IPushProducer)
+class ChatClient(Protocol):
+    """
+    One client in the room.
+
+    It is also the L{IPushProducer} of its own transport.  The transport calls
+    L{pauseProducing} when its send buffer is full because the client is not
+    reading, and L{resumeProducing} once that buffer has drained.  What is sent
+    while paused is counted; past the room's backlog limit the client is
+    dropped, so one stalled reader costs bounded memory and never slows the
+    others.
+    """
+
+    name = ""
+
+    def __init__(self, room: ChatRoom) -> None:
+        self.room = room
+        self._lines = LineBuffer(room.maxLine)
+        self._paused = False
+        self._sentWhilePaused = 0
+        self._abortCall = None
+
+    # Protocol
+
+    def connectionMade(self) -> None:
+        self.name = nameForAddress(self.transport.getPeer())
+        self.transport.registerProducer(self, True)
+        self.tell(
+            f"* welcome, you are {self.name} ({len(self.room) + 1} in the room);"
+            " /help lists commands"
+        )
+        self.room.join(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        for line in self._lines.feed(data):
+            if self.transport.disconnecting:
+                return
+            if line is None:
+                self.tell(
+                    f"! line too long: over {self.room.maxLine} bytes, discarded"
+                )
+            else:
+                self.lineReceived(line)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.room.leave(self)
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+
+    # What a client can say
+
+    def lineReceived(self, line: bytes) -> None:
+        text = clean(line)
+        if text.startswith("//"):
+            text = text[1:]
+        elif text.startswith("/"):
+            self.command(*text[1:].split(None, 1))
+            return
+        if text.strip():
+            self.room.say(self, text)
+
+    def command(self, name: str = "", argument: str = "") -> None:
+        if name == "nick":
+            self.changeNick(argument.strip())
+        elif name == "who":
+            names = self.room.names()
+            self.tell(f"* in the room ({len(names)}): {', '.join(names)}")
+        elif name == "help":
+            self.tell(_HELP)
+        elif name == "quit":
+            self.tell("* bye")
+            self.transport.loseConnection()
+        else:
+            self.tell(f"! unknown command /{name}; /help lists commands")
+
+    def changeNick(self, nick: str) -> None:
+        if not _NICK.fullmatch(nick):
+            self.tell("! usage: /nick NAME, 1-32 letters, digits, _ or -")
+        elif nick == self.name:
+            self.tell(f"! you are already {nick}")
+        elif self.room.isTaken(nick) and nick.casefold() != self.name.casefold():
+            self.tell(f"! the nick {nick} is taken")
+        else:
+            self.room.rename(self, nick)
+            self.tell(f"* you are now {nick}")
+
+    # Sending
+
+    def tell(self, text: str) -> None:
+        """
+        Send one line to this client only.
+        """
+        self.deliver(text.encode("utf-8") + b"\r\n")
+
+    def deliver(self, line: bytes) -> None:
+        """
+        Send an encoded line, dropping this client if it is too far behind.
+        """
+        if self._abortCall is not None:
+            return
+        self.transport.write(line)
+        if self._paused:
+            self._sentWhilePaused += len(line)
+            if self._sentWhilePaused > self.room.backlog:
+                self._dropAsTooSlow()
+
+    def _dropAsTooSlow(self) -> None:
+        self.room.clientsDropped += 1
+        self.room.leave(self, "was dropped (too slow)")
+        self.transport.write(
+            b"! disconnected: more than %d bytes of output were waiting for you"
+            b" to read\r\n" % (self.room.backlog,)
+        )
+        self.transport.loseConnection()
+        self._abortCall = self.room.clock.callLater(
+            DROP_GRACE_SECONDS, self.transport.abortConnection
+        )
+
+    # IPushProducer, driven by our transport
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._sentWhilePaused = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class ChatFactory(Factory):
+    """
+    Build a L{ChatClient} for each connection, all in the same L{ChatRoom}.
+    """
+
+    def __init__(self, room: ChatRoom) -> None:
+        self.room = room
+
+    def buildProtocol(self, addr: IAddress) -> ChatClient:
+        client = ChatClient(self.room)
+        client.factory = self
+        return client

@@ -1,0 +1,126 @@
+"""
+Unit tests for L{netdemos.counter}, speaking HTTP over a L{StringTransport}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemos.counter import CounterSite, RequestCounter
+
+
+def exchange(site: CounterSite, request: bytes) -> bytes:
+    """
+    Send raw bytes to a new HTTP connection and return what the server wrote.
+    """
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    assert channel is not None
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(request)
+    return transport.value()
+
+
+def get(path: bytes = b"/", method: bytes = b"GET") -> bytes:
+    return method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def makeSite(**kwargs: object) -> CounterSite:
+    return CounterSite(reactor=Clock(), **kwargs)  # type: ignore[arg-type]
+
+
+class CounterTests(SynchronousTestCase):
+    def test_getCountsFromOneOnAnyPath(self) -> None:
+        """
+        Each GET, whatever its path, takes the next number, starting at 1.
+        """
+        site = makeSite()
+        first = exchange(site, get(b"/"))
+        second = exchange(site, get(b"/some/where?x=1"))
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(first.endswith(b"\r\n\r\nI am request #1\n"))
+        self.assertTrue(second.endswith(b"\r\n\r\nI am request #2\n"))
+        self.assertEqual(site.counter.last, 2)
+
+    def test_headersAreTextAndUncached(self) -> None:
+        """
+        The body is plain UTF-8 text and must not be cached: a cached answer
+        would hide the count.
+        """
+        response = exchange(makeSite(), get())
+        self.assertIn(b"\r\nContent-Type: text/plain; charset=utf-8\r\n", response)
+        self.assertIn(b"\r\nCache-Control: no-store\r\n", response)
+        self.assertIn(b"\r\nContent-Length: 16\r\n", response)
+
+    def test_headSendsHeadersOnlyAndTakesNoNumber(self) -> None:
+        """
+        HEAD gets GET's headers with no body, and does not move the count.
+        """
+        site = makeSite()
+        response = exchange(site, get(method=b"HEAD"))
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"\r\nContent-Length: 16\r\n", response)
+        self.assertTrue(response.endswith(b"\r\n\r\n"))
+        self.assertTrue(exchange(site, get()).endswith(b"I am request #1\n"))
+
+    def test_otherMethodsAreNotAllowed(self) -> None:
+        """
+        POST, PUT, DELETE... get 405 with the methods that are allowed.
+        """
+        site = makeSite()
+        for method in (b"POST", b"PUT", b"DELETE", b"OPTIONS", b"BREW"):
+            response = exchange(site, get(method=method))
+            self.assertTrue(response.startswith(b"HTTP/1.1 405 "), response)
+            self.assertIn(b"\r\nAllow: GET, HEAD\r\n", response)
+        self.assertEqual(site.counter.last, 0)
+
+    def test_malformedRequestGets400AndServerGoesOn(self) -> None:
+        """
+        Garbage gets 400 Bad Request, and the next client is served as usual.
+        """
+        site = makeSite()
+        response = exchange(site, b"THIS IS NOT HTTP\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 400 "), response)
+        self.assertTrue(exchange(site, get()).endswith(b"I am request #1\n"))
+
+    def test_counterMayStartElsewhere(self) -> None:
+        """
+        The site uses the counter it is given, so a count can be carried over.
+        """
+        site = makeSite(counter=RequestCounter(start=41))
+        self.assertTrue(exchange(site, get()).endswith(b"I am request #42\n"))
+
+    def test_noAccessLogByDefault(self) -> None:
+        """
+        Without --access-log nothing is logged per request (it costs throughput).
+        """
+        site = makeSite()
+        formatted: list[object] = []
+        site._logFormatter = lambda *args: formatted.append(args) or ""
+        site.startFactory()
+        self.addCleanup(site.stopFactory)
+        exchange(site, get())
+        self.assertEqual(formatted, [])
+        logged = makeSite(accessLog="-")
+        logged._logFormatter = site._logFormatter
+        logged.startFactory()
+        self.addCleanup(logged.stopFactory)
+        exchange(logged, get())
+        self.assertEqual(len(formatted), 1)
+
+    def test_accessLogToFile(self) -> None:
+        """
+        --access-log=PATH appends one line per request to PATH.
+        """
+        path = self.mktemp()
+        site = makeSite(accessLog=path)
+        site.startFactory()
+        exchange(site, get(b"/logged"))
+        site.stopFactory()
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 1)
+        self.assertIn(b'"GET /logged HTTP/1.1" 200 16', lines[0])

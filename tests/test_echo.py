@@ -1,0 +1,56 @@
+"""
+Unit tests for L{netdemos.echo}: no sockets, no clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemos.echo import Echo, EchoFactory
+
+
+def connectEcho() -> tuple[EchoFactory, Echo, StringTransport]:
+    factory = EchoFactory()
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    assert isinstance(protocol, Echo)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return factory, protocol, transport
+
+
+class EchoTests(SynchronousTestCase):
+    def test_echoesEveryByte(self) -> None:
+        """
+        What the client sends comes back unchanged, and the factory counts it.
+        """
+        factory, protocol, transport = connectEcho()
+        protocol.dataReceived(b"hello\r\n")
+        protocol.dataReceived(bytes(range(256)))
+        self.assertEqual(transport.value(), b"hello\r\n" + bytes(range(256)))
+        self.assertEqual(factory.bytesEchoed, 7 + 256)
+
+    def test_transportIsItsOwnStreamingProducer(self) -> None:
+        """
+        The transport is registered as its own streaming producer, so when its
+        send buffer fills it stops reading: a client that never reads cannot
+        make the server buffer without limit.
+        """
+        _, _, transport = connectEcho()
+        self.assertIs(transport.producer, transport)
+        self.assertTrue(transport.streaming)
+
+    def test_halfCloseEchoesEverythingThenCloses(self) -> None:
+        """
+        After the client shuts down its sending side, what it sent is still
+        echoed and only then is the connection closed (C{loseConnection}
+        flushes first); the connection is not dropped on the spot.
+        """
+        _, protocol, transport = connectEcho()
+        self.assertTrue(IHalfCloseableProtocol.providedBy(protocol))
+        protocol.dataReceived(b"last words")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"last words")
+        self.assertTrue(transport.disconnecting)
