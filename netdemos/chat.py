@@ -15,10 +15,16 @@ Three things keep one client from hurting the others:
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -204,13 +210,19 @@ class ChatClient(Protocol):
     """
 
     name = ""
+    # TCP, TLS or UNIX: each provides ITransport and IConsumer, which Twisted
+    # has no single interface for.
+    transport: Any
 
     def __init__(self, room: ChatRoom) -> None:
         self.room = room
+        # Set once we have decided to close: from then on nothing is read,
+        # relayed or sent.
+        self.closing = False
         self._lines = LineBuffer(room.maxLine)
         self._paused = False
         self._sentWhilePaused = 0
-        self._abortCall = None
+        self._abortCall: IDelayedCall | None = None
 
     # Protocol
 
@@ -225,16 +237,14 @@ class ChatClient(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         for line in self._lines.feed(data):
-            if self.transport.disconnecting:
+            if self.closing:
                 return
             if line is None:
-                self.tell(
-                    f"! line too long: over {self.room.maxLine} bytes, discarded"
-                )
+                self.tell(f"! line too long: over {self.room.maxLine} bytes, discarded")
             else:
                 self.lineReceived(line)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.room.leave(self)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
@@ -261,7 +271,7 @@ class ChatClient(Protocol):
             self.tell(_HELP)
         elif name == "quit":
             self.tell("* bye")
-            self.transport.loseConnection()
+            self.close("left")
         else:
             self.tell(f"! unknown command /{name}; /help lists commands")
 
@@ -288,7 +298,7 @@ class ChatClient(Protocol):
         """
         Send an encoded line, dropping this client if it is too far behind.
         """
-        if self._abortCall is not None:
+        if self.closing:
             return
         self.transport.write(line)
         if self._paused:
@@ -296,17 +306,25 @@ class ChatClient(Protocol):
             if self._sentWhilePaused > self.room.backlog:
                 self._dropAsTooSlow()
 
+    def close(self, why: str) -> None:
+        """
+        Leave the room at once, then close once what was sent has been written.
+        """
+        self.closing = True
+        self.room.leave(self, why)
+        self.transport.loseConnection()
+
     def _dropAsTooSlow(self) -> None:
         self.room.clientsDropped += 1
-        self.room.leave(self, "was dropped (too slow)")
         self.transport.write(
             b"! disconnected: more than %d bytes of output were waiting for you"
             b" to read\r\n" % (self.room.backlog,)
         )
-        self.transport.loseConnection()
+        # It is not reading, so a clean close may never finish flushing.
         self._abortCall = self.room.clock.callLater(
             DROP_GRACE_SECONDS, self.transport.abortConnection
         )
+        self.close("was dropped (too slow)")
 
     # IPushProducer, driven by our transport
 
@@ -329,7 +347,7 @@ class ChatFactory(Factory):
     def __init__(self, room: ChatRoom) -> None:
         self.room = room
 
-    def buildProtocol(self, addr: IAddress) -> ChatClient:
+    def buildProtocol(self, addr: IAddress | None) -> ChatClient:
         client = ChatClient(self.room)
         client.factory = self
         return client

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web.http import NOT_ALLOWED
+from twisted.web.http import NOT_ALLOWED, Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -95,7 +95,7 @@ class CounterSite(Site):
     Per-request access logging is off unless asked for: writing a log line per
     request roughly halves throughput, and a load-test target rarely wants it.
 
-    @ivar counter: the shared request counter.
+    @ivar requestCounter: the shared request counter.
     """
 
     def __init__(
@@ -108,11 +108,14 @@ class CounterSite(Site):
         @param accessLog: L{None} for no access log, C{"-"} for the twistd log,
             or the path of a file to append to.
         """
-        self.counter = counter if counter is not None else RequestCounter()
+        # Not "counter": Site already uses that name for its session ids.
+        self.requestCounter = counter if counter is not None else RequestCounter()
         self._accessLogEnabled = accessLog is not None
         logPath = None if accessLog in (None, "-") else accessLog
-        super().__init__(CounterResource(self.counter), logPath=logPath, **kwargs)
+        super().__init__(
+            CounterResource(self.requestCounter), logPath=logPath, **kwargs
+        )
 
-    def log(self, request: IRequest) -> None:
+    def log(self, request: Request) -> None:
         if self._accessLogEnabled:
             super().log(request)

@@ -8,7 +8,9 @@ and it honours half-close, so nothing sent before the client's EOF is lost.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from typing import Any
+
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -32,13 +34,18 @@ class Echo(Protocol):
     then closes.
     """
 
-    factory: EchoFactory
+    # TCP, TLS or UNIX: each provides ITransport and IConsumer, which Twisted
+    # has no single interface for.
+    transport: Any
+
+    def __init__(self, factory: EchoFactory) -> None:
+        self._factory = factory
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(self.transport, True)
 
     def dataReceived(self, data: bytes) -> None:
-        self.factory.bytesEchoed += len(data)
+        self._factory.bytesEchoed += len(data)
         self.transport.write(data)
 
     def readConnectionLost(self) -> None:
@@ -54,7 +61,8 @@ class EchoFactory(Factory):
     Build L{Echo} protocols and keep the service-wide byte count.
     """
 
-    protocol = Echo
-
     def __init__(self) -> None:
         self.bytesEchoed = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> Echo:
+        return Echo(self)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.application.strports import service as endpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.python import usage
 
 from netdemos import chat, counter, echo
@@ -152,32 +152,30 @@ def _describe(error: CannotListenError) -> str:
     return f"port {error.port} on {interface}: {error.socketError}"
 
 
-def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
+def makeService(options: Options, reactor: Any = None) -> IService:
     """
     Build the service tree: a factory per service, listening on its endpoints.
     """
     if reactor is None:
-        from twisted.internet import reactor as globalReactor
+        from twisted.internet import reactor as _reactor
 
-        reactor = globalReactor  # type: ignore[assignment]
+        reactor = _reactor
 
     room = chat.ChatRoom(
-        reactor,  # type: ignore[arg-type]
+        reactor,
         maxLine=options["max-line"],
         backlog=options["chat-backlog"],
     )
-    factories = {
+    factories: dict[str, IProtocolFactory] = {
         "echo": echo.EchoFactory(),
-        "http": counter.CounterSite(
-            accessLog=options["access-log"], reactor=reactor
-        ),
+        "http": counter.CounterSite(accessLog=options["access-log"], reactor=reactor),
         "chat": chat.ChatFactory(room),
     }
 
     top = NetdemosService()
     for name in SERVICES:
         for description in options[name]:
-            child = endpointService(description, factories[name], reactor=reactor)
+            child = strports.service(description, factories[name], reactor=reactor)
             child.setName(f"{name} {description}")
             child.setServiceParent(top)
     return top

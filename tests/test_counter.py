@@ -21,7 +21,8 @@ def exchange(site: CounterSite, request: bytes) -> bytes:
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.dataReceived(request)
-    return transport.value()
+    response: bytes = transport.value()
+    return response
 
 
 def get(path: bytes = b"/", method: bytes = b"GET") -> bytes:
@@ -43,7 +44,7 @@ class CounterTests(SynchronousTestCase):
         self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertTrue(first.endswith(b"\r\n\r\nI am request #1\n"))
         self.assertTrue(second.endswith(b"\r\n\r\nI am request #2\n"))
-        self.assertEqual(site.counter.last, 2)
+        self.assertEqual(site.requestCounter.last, 2)
 
     def test_headersAreTextAndUncached(self) -> None:
         """
@@ -75,7 +76,7 @@ class CounterTests(SynchronousTestCase):
             response = exchange(site, get(method=method))
             self.assertTrue(response.startswith(b"HTTP/1.1 405 "), response)
             self.assertIn(b"\r\nAllow: GET, HEAD\r\n", response)
-        self.assertEqual(site.counter.last, 0)
+        self.assertEqual(site.requestCounter.last, 0)
 
     def test_malformedRequestGets400AndServerGoesOn(self) -> None:
         """
@@ -99,7 +100,12 @@ class CounterTests(SynchronousTestCase):
         """
         site = makeSite()
         formatted: list[object] = []
-        site._logFormatter = lambda *args: formatted.append(args) or ""
+
+        def formatter(*args: object) -> str:
+            formatted.append(args)
+            return ""
+
+        site._logFormatter = formatter
         site.startFactory()
         self.addCleanup(site.stopFactory)
         exchange(site, get())

@@ -1,0 +1,308 @@
+"""
+Unit tests for L{netdemos.chat}: clients on string transports, a fake clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemos import chat
+from netdemos.chat import LineBuffer, clean
+
+from .chat_support import Room, received
+
+
+class LineBufferTests(SynchronousTestCase):
+    def test_splitsOnLFAndDropsOneCR(self) -> None:
+        """
+        LF ends a line and a CR just before it is dropped, so nc (LF), telnet
+        and CRLF clients are all understood.
+        """
+        lines = LineBuffer(100)
+        self.assertEqual(lines.feed(b"a\nb\r\nc\r\r\nd"), [b"a", b"b", b"c\r"])
+        self.assertEqual(lines.feed(b"\n"), [b"d"])
+
+    def test_overlongLineIsDiscardedWholeAndNextLinesKept(self) -> None:
+        """
+        A line over the limit is reported once and skipped up to its LF, and
+        the lines after it in the same chunk still come out.  (LineReceiver
+        would treat the tail of the long line as a new line.)
+        """
+        lines = LineBuffer(4)
+        self.assertEqual(lines.feed(b"ok\n123456789\nfine\n"), [b"ok", None, b"fine"])
+
+    def test_overlongPartialLineHoldsBoundedMemory(self) -> None:
+        """
+        A long line arriving in pieces is reported as soon as it passes the
+        limit, and its rest is thrown away as it comes: memory stays bounded.
+        """
+        lines = LineBuffer(4)
+        self.assertEqual(lines.feed(b"12345"), [None])
+        for _ in range(1000):
+            self.assertEqual(lines.feed(b"x" * 1000), [])
+        self.assertEqual(len(lines._partial), 0)
+        self.assertEqual(lines.feed(b"tail\nnext\n"), [b"next"])
+
+    def test_lineOfExactlyTheLimitWithCRLFIsKept(self) -> None:
+        """
+        The limit counts the text, not its CR LF, even when the CR arrives in
+        one read and the LF in the next.
+        """
+        lines = LineBuffer(4)
+        self.assertEqual(lines.feed(b"1234\r"), [])
+        self.assertEqual(lines.feed(b"\n"), [b"1234"])
+        self.assertEqual(lines.feed(b"12345\r"), [None])
+
+
+class CleanTests(SynchronousTestCase):
+    def test_controlCharactersRemovedTabKept(self) -> None:
+        """
+        Escape sequences and other controls cannot reach another terminal.
+        """
+        self.assertEqual(clean(b"\x1b[2Ja\tb\x07\x7f\xc2\x9bc"), "[2Ja\tbc")
+
+    def test_invalidUTF8BecomesReplacementCharacter(self) -> None:
+        self.assertEqual(clean("héllo".encode() + b"\xff"), "héllo\ufffd")
+
+
+class ChatRoomTests(SynchronousTestCase):
+    def test_welcomeAndJoinNotice(self) -> None:
+        """
+        A newcomer is told its name; the others are told it joined.
+        """
+        room = Room()
+        _, first = room.connect()
+        self.assertEqual(
+            received(first),
+            [
+                b"* welcome, you are 127.0.0.1:40001 (1 in the room);"
+                b" /help lists commands"
+            ],
+        )
+        _, second = room.connect()
+        self.assertEqual(received(first), [b"* 127.0.0.1:40002 joined (2 in the room)"])
+        self.assertEqual(len(received(second)), 1)
+
+    def test_lineGoesToEveryoneWithSendersAddress(self) -> None:
+        """
+        Every client, the sender included, gets the line prefixed with the
+        sender's own address, not the server's.
+        """
+        room = Room()
+        alice, aliceT = room.connect()
+        _, bobT = room.connect()
+        received(aliceT), received(bobT)
+        alice.dataReceived(b"hello\n")
+        self.assertEqual(received(aliceT), [b"<127.0.0.1:40001> hello"])
+        self.assertEqual(received(bobT), [b"<127.0.0.1:40001> hello"])
+
+    def test_eachLinePrefixedSoNobodyCanImpersonate(self) -> None:
+        """
+        One write holding several lines gets each one prefixed: a client cannot
+        forge a line that looks like it came from someone else.
+        """
+        room = Room()
+        mallory, _ = room.connect()
+        _, bobT = room.connect()
+        received(bobT)
+        mallory.dataReceived(b"a\n<admin> b\r\n")
+        self.assertEqual(
+            received(bobT), [b"<127.0.0.1:40001> a", b"<127.0.0.1:40001> <admin> b"]
+        )
+
+    def test_emptyLinesAreNotRelayed(self) -> None:
+        room = Room()
+        alice, aliceT = room.connect()
+        received(aliceT)
+        alice.dataReceived(b"\n \r\n\x07\n")
+        self.assertEqual(received(aliceT), [])
+
+    def test_nickRenamesAndTellsTheOthers(self) -> None:
+        room = Room()
+        alice, aliceT = room.connect()
+        _, bobT = room.connect()
+        received(aliceT), received(bobT)
+        alice.dataReceived(b"/nick alice\nhi\n")
+        self.assertEqual(received(aliceT), [b"* you are now alice", b"<alice> hi"])
+        self.assertEqual(
+            received(bobT), [b"* 127.0.0.1:40001 is now alice", b"<alice> hi"]
+        )
+
+    def test_takenNickIsRefusedWhateverItsCase(self) -> None:
+        """
+        A nick in use is refused, also in another case, so "Alice" cannot pose
+        as "alice".
+        """
+        room = Room()
+        alice, _ = room.connect()
+        bob, bobT = room.connect()
+        alice.dataReceived(b"/nick alice\n")
+        received(bobT)
+        bob.dataReceived(b"/nick Alice\n/nick alice\n")
+        self.assertEqual(
+            received(bobT), [b"! the nick Alice is taken", b"! the nick alice is taken"]
+        )
+        self.assertEqual(bob.name, "127.0.0.1:40002")
+
+    def test_badNicksAreRefused(self) -> None:
+        room = Room()
+        alice, aliceT = room.connect()
+        received(aliceT)
+        for nick in (b"", b"a b", b"x" * 33, b"caf\xc3\xa9", b"a:b"):
+            alice.dataReceived(b"/nick " + nick + b"\n")
+        self.assertEqual(
+            received(aliceT),
+            [b"! usage: /nick NAME, 1-32 letters, digits, _ or -"] * 5,
+        )
+        alice.dataReceived(b"/nick " + b"x" * 32 + b"\n")
+        self.assertEqual(received(aliceT), [b"* you are now " + b"x" * 32])
+
+    def test_changingTheCaseOfYourOwnNick(self) -> None:
+        room = Room()
+        alice, aliceT = room.connect()
+        alice.dataReceived(b"/nick alice\n")
+        received(aliceT)
+        alice.dataReceived(b"/nick Alice\n/nick Alice\n")
+        self.assertEqual(
+            received(aliceT), [b"* you are now Alice", b"! you are already Alice"]
+        )
+
+    def test_whoListsTheRoom(self) -> None:
+        room = Room()
+        alice, aliceT = room.connect()
+        room.connect()
+        alice.dataReceived(b"/nick zed\n")
+        received(aliceT)
+        alice.dataReceived(b"/who\n")
+        self.assertEqual(received(aliceT), [b"* in the room (2): 127.0.0.1:40002, zed"])
+
+    def test_helpAndUnknownCommandGoToTheSenderOnly(self) -> None:
+        room = Room()
+        alice, aliceT = room.connect()
+        _, bobT = room.connect()
+        received(aliceT), received(bobT)
+        alice.dataReceived(b"/help\n/frobnicate now\n")
+        lines = received(aliceT)
+        self.assertTrue(lines[0].startswith(b"* commands: /nick NAME"))
+        self.assertEqual(
+            lines[1], b"! unknown command /frobnicate; /help lists commands"
+        )
+        self.assertEqual(received(bobT), [])
+
+    def test_doubleSlashSendsALineStartingWithSlash(self) -> None:
+        room = Room()
+        alice, aliceT = room.connect()
+        received(aliceT)
+        alice.dataReceived(b"//nick is a command\n")
+        self.assertEqual(received(aliceT), [b"<127.0.0.1:40001> /nick is a command"])
+
+    def test_quitClosesAndOthersAreTold(self) -> None:
+        """
+        /quit says goodbye and closes; lines after it in the same write are not
+        relayed, and the others see the leave notice.
+        """
+        room = Room()
+        alice, aliceT = room.connect()
+        _, bobT = room.connect()
+        received(aliceT), received(bobT)
+        alice.dataReceived(b"/quit\nafter quit\n")
+        self.assertEqual(received(aliceT), [b"* bye"])
+        self.assertFalse(aliceT.connected)
+        self.assertEqual(received(bobT), [b"* 127.0.0.1:40001 left"])
+        self.assertEqual(len(room.room), 1)
+
+    def test_overlongLineIsDroppedAndConnectionKept(self) -> None:
+        """
+        The sender of an over-long line is told, nobody receives any of it, it
+        stays connected, and its next line in the same read is relayed.
+        """
+        room = Room(maxLine=10)
+        alice, aliceT = room.connect()
+        _, bobT = room.connect()
+        received(aliceT), received(bobT)
+        alice.dataReceived(b"x" * 50 + b"\nshort\n")
+        self.assertEqual(
+            received(aliceT),
+            [b"! line too long: over 10 bytes, discarded", b"<127.0.0.1:40001> short"],
+        )
+        self.assertEqual(received(bobT), [b"<127.0.0.1:40001> short"])
+        self.assertTrue(aliceT.connected)
+
+    def test_joinAndLeaveAreLogged(self) -> None:
+        events = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+        room = Room()
+        _, transport = room.connect()
+        transport.loseConnection()
+        self.assertEqual(
+            [(e["log_format"], e["name"]) for e in events],
+            [
+                ("chat: {name} joined ({count} in the room)", "127.0.0.1:40001"),
+                ("chat: {name} {why} ({count} in the room)", "127.0.0.1:40001"),
+            ],
+        )
+
+
+class SlowConsumerTests(SynchronousTestCase):
+    def test_slowReaderIsDroppedOthersKeepReceiving(self) -> None:
+        """
+        A client whose transport has asked us to pause (it is not reading) and
+        that then has more than the backlog waiting is told why and dropped;
+        the others keep getting every line.
+        """
+        room = Room(backlog=1000)
+        slow, slowT = room.connect()
+        talker, talkerT = room.connect()
+        received(slowT), received(talkerT)
+        self.assertIs(slowT.producer, slow)
+        slow.pauseProducing()  # What the transport does when its buffer fills.
+        for n in range(20):
+            talker.dataReceived(b"line %02d " % n + b"x" * 50 + b"\n")
+        talkerLines = received(talkerT)
+        self.assertEqual(talkerLines[-1], b"<127.0.0.1:40002> line 19 " + b"x" * 50)
+        self.assertIn(b"* 127.0.0.1:40001 was dropped (too slow)", talkerLines)
+        self.assertEqual(len([x for x in talkerLines if x.startswith(b"<")]), 20)
+        slowLines = received(slowT)
+        self.assertEqual(
+            slowLines[-1],
+            b"! disconnected: more than 1000 bytes of output were waiting for you"
+            b" to read",
+        )
+        self.assertLess(len(b"\r\n".join(slowLines)), 1000 + 200)
+        self.assertFalse(slowT.connected)
+        self.assertEqual(room.room.names(), ["127.0.0.1:40002"])
+        self.assertEqual(room.room.clientsDropped, 1)
+
+    def test_droppedClientIsAbortedIfItNeverReads(self) -> None:
+        """
+        A dropped client that still does not read cannot hold its connection
+        (and its buffer) open: it is aborted after a grace period.
+        """
+        room = Room(backlog=10)
+        slow, slowT = room.connect()
+        slowT.loseConnection = lambda: None  # type: ignore[method-assign]
+        slow.pauseProducing()
+        slow.tell("x" * 20)
+        self.assertEqual(len(room.clock.getDelayedCalls()), 1)
+        self.assertFalse(slowT.disconnected)
+        room.clock.advance(chat.DROP_GRACE_SECONDS)
+        self.assertTrue(slowT.disconnected)
+        self.assertEqual(room.clock.getDelayedCalls(), [])
+
+    def test_readerThatCatchesUpIsKept(self) -> None:
+        """
+        Resuming (the buffer drained) resets the count: a client that reads,
+        even slowly, is never dropped.
+        """
+        room = Room(backlog=100)
+        reader, readerT = room.connect()
+        for _ in range(50):
+            reader.pauseProducing()
+            reader.tell("x" * 90)
+            reader.resumeProducing()
+        self.assertTrue(readerT.connected)
+        self.assertFalse(readerT.disconnecting)
