@@ -5,19 +5,23 @@ Lines end with LF (a CR before it is dropped), so C{nc}, C{telnet} and CRLF
 clients all work; the server always sends CRLF.  Each line is relayed as
 C{<NAME> TEXT}, where NAME is the sender's own address until it picks a nick.
 
-Three things keep one client from hurting the others:
+Four things keep one client from hurting the others:
   - an over-long line is discarded with bounded memory (L{LineBuffer});
   - text is cleaned of control characters before anyone sees it (L{clean});
   - a client that does not read is dropped once its unsent output passes a
-    limit (L{ChatClient.deliver}), so it cannot grow server memory.
+    limit (L{ChatClient.deliver}), so it cannot grow server memory;
+  - the room holds at most so many clients (L{netdemos.limits.Connections}).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -26,8 +30,11 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
 
 log = Logger()
 
@@ -130,14 +137,18 @@ class ChatRoom:
         clock: IReactorTime,
         maxLine: int = DEFAULT_MAX_LINE,
         backlog: int = DEFAULT_BACKLOG,
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        idleTimeout: float | None = None,
     ) -> None:
         self.clock = clock
         self.maxLine = maxLine
         self.backlog = backlog
+        self.idleTimeout = idleTimeout
+        self.connections = Connections(maxConnections)
         # Keyed by the casefolded name, so "Admin" cannot pose as "admin".
         self._members: dict[str, ChatClient] = {}
         self.messagesRelayed = 0
-        self.clientsDropped = 0
+        self.clientsDropped: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._members)
@@ -179,6 +190,16 @@ class ChatRoom:
         self.broadcast(f"* {oldName} is now {newName}", exclude=client)
         log.info("chat: {old} is now {new}", old=oldName, new=newName)
 
+    def close(self) -> Deferred[None]:
+        """
+        Tell everyone the server is going away, and close every connection once
+        that line is sent.
+        """
+        self.broadcast("* server shutting down")
+        for client in list(self._members.values()):
+            client.close("left (server shutting down)")
+        return self.connections.closeAll()
+
     def say(self, sender: ChatClient, text: str) -> None:
         """
         Relay one line of text from C{sender} to everybody, the sender included.
@@ -197,7 +218,7 @@ class ChatRoom:
 
 
 @implementer(IPushProducer)
-class ChatClient(Protocol):
+class ChatClient(Protocol, TimeoutMixin):
     """
     One client in the room.
 
@@ -224,9 +245,16 @@ class ChatClient(Protocol):
         self._sentWhilePaused = 0
         self._abortCall: IDelayedCall | None = None
 
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        # For TimeoutMixin.  As twisted.web's HTTPFactory does, time comes from
+        # the reactor we were given, so tests can drive it with a task.Clock.
+        return self.room.clock.callLater(period, func)
+
     # Protocol
 
     def connectionMade(self) -> None:
+        self.room.connections.add(self)
+        self.setTimeout(self.room.idleTimeout)
         self.name = nameForAddress(self.transport.getPeer())
         self.transport.registerProducer(self, True)
         self.tell(
@@ -236,6 +264,7 @@ class ChatClient(Protocol):
         self.room.join(self)
 
     def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
         for line in self._lines.feed(data):
             if self.closing:
                 return
@@ -244,7 +273,14 @@ class ChatClient(Protocol):
             else:
                 self.lineReceived(line)
 
+    def timeoutConnection(self) -> None:
+        self.room.clientsDropped["idle"] += 1
+        self.tell(f"! idle for {self.room.idleTimeout:g} seconds; disconnecting")
+        self.close("left (idle)")
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
+        self.room.connections.remove(self)
         self.room.leave(self)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
@@ -310,12 +346,15 @@ class ChatClient(Protocol):
         """
         Leave the room at once, then close once what was sent has been written.
         """
+        if self.closing:
+            return
         self.closing = True
+        self.setTimeout(None)
         self.room.leave(self, why)
         self.transport.loseConnection()
 
     def _dropAsTooSlow(self) -> None:
-        self.room.clientsDropped += 1
+        self.room.clientsDropped["slow"] += 1
         self.transport.write(
             b"! disconnected: more than %d bytes of output were waiting for you"
             b" to read\r\n" % (self.room.backlog,)
@@ -339,6 +378,17 @@ class ChatClient(Protocol):
         pass
 
 
+class RoomFull(Protocol):
+    """
+    Say the room is full, and hang up.
+    """
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"! server full, try again later\r\n")
+        self.transport.loseConnection()
+
+
 class ChatFactory(Factory):
     """
     Build a L{ChatClient} for each connection, all in the same L{ChatRoom}.
@@ -346,8 +396,12 @@ class ChatFactory(Factory):
 
     def __init__(self, room: ChatRoom) -> None:
         self.room = room
+        self.connections = room.connections
 
-    def buildProtocol(self, addr: IAddress | None) -> ChatClient:
-        client = ChatClient(self.room)
-        client.factory = self
-        return client
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        if self.room.connections.isFull():
+            return RoomFull()
+        return ChatClient(self.room)
+
+    def close(self) -> Deferred[None]:
+        return self.room.close()

@@ -1,22 +1,33 @@
 """
 The HTTP counter: every C{GET}, on any path, answers C{I am request #N}.
 
-The count lives in the L{CounterSite}, the factory, not in a class attribute of
-the resource as in the textbook example, so two sites never share a count by
-accident and tests can start from a known number.
+The count lives in a L{RequestCounter} owned by the L{CounterSite}, the factory,
+not in a class attribute of the resource as in the textbook example.  With
+L{PersistentCounter} it survives restarts.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.web.http import NOT_ALLOWED, Request
+from twisted.python.failure import Failure
+from twisted.web.http import NOT_ALLOWED, HTTPChannel, Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
+
 log = Logger()
+
+# twisted.web's default keeps an idle connection 12 hours; a minute is plenty
+# for a counter, and blunts slowloris-style clients that trickle a request.
+DEFAULT_IDLE_TIMEOUT = 60
 
 
 class RequestCounter:
@@ -40,6 +51,95 @@ class RequestCounter:
         """
         return self.last + 1
 
+    def save(self) -> None:
+        """
+        Keep the count for the next run; this one forgets it.
+        """
+
+
+class CounterFileError(Exception):
+    """
+    The counter file cannot be read or written.
+    """
+
+
+class PersistentCounter(RequestCounter):
+    """
+    A L{RequestCounter} whose count survives restarts, and never repeats a
+    number even after a crash.
+
+    Writing the count to disk on every request would cost an fsync each.
+    Instead the file holds a high-water mark: before handing out a number above
+    it, the counter reserves the next C{reserve} numbers by writing the new mark
+    (write a temporary file, fsync, rename over the old one: the file is always
+    either the old or the new mark, never half of one).  After a crash the next
+    run starts above the mark, so numbers may be skipped but never repeated; a
+    clean stop (L{save}) writes the exact count, so nothing is skipped.
+    """
+
+    def __init__(self, path: str, reserve: int = 1000) -> None:
+        self.path = path
+        self.reserve = reserve
+        super().__init__(readCount(path))
+        # Fail at startup, not on the first request, if the file is unwritable.
+        self._reserved = self.last
+        writeCount(path, self.last)
+
+    def next(self) -> int:
+        number = super().next()
+        if number > self._reserved:
+            self._reserved = number - 1 + self.reserve
+            writeCount(self.path, self._reserved)
+        return number
+
+    def save(self) -> None:
+        writeCount(self.path, self.last)
+        self._reserved = self.last
+        log.info("http: saved count {count} to {path}", count=self.last, path=self.path)
+
+
+def readCount(path: str) -> int:
+    """
+    Read the count in C{path}; a missing file counts as 0.
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read(100)
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        raise CounterFileError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        count = int(text.strip())
+    except ValueError:
+        raise CounterFileError(
+            f"{path} does not hold a request count: {text[:20]!r}"
+        ) from None
+    if count < 0:
+        raise CounterFileError(f"{path} holds a negative count: {count}")
+    return count
+
+
+def writeCount(path: str, count: int) -> None:
+    """
+    Replace the count in C{path} atomically and durably.
+    """
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "wb") as f:
+            f.write(b"%d\n" % (count,))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+        # Make the rename itself durable.
+        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as e:
+        raise CounterFileError(f"cannot write {path}: {e.strerror}") from e
+
 
 def _body(number: int) -> bytes:
     return b"I am request #%d\n" % (number,)
@@ -52,7 +152,9 @@ class CounterResource(Resource):
     C{HEAD} gets the headers a C{GET} would get now but does not take a number:
     it is a safe method, and a health check probing with C{HEAD} should not move
     the count.  Any other method gets C{405 Method Not Allowed} with
-    C{Allow: GET, HEAD}; L{Resource.render} does that from C{allowedMethods}.
+    C{Allow: GET, HEAD}.
+
+    @ivar requestsServed: requests answered by this process, of any method.
     """
 
     isLeaf = True
@@ -61,8 +163,10 @@ class CounterResource(Resource):
     def __init__(self, counter: RequestCounter) -> None:
         super().__init__()
         self._counter = counter
+        self.requestsServed = 0
 
     def render(self, request: IRequest) -> bytes:
+        self.requestsServed += 1
         # Resource.render would answer 501, not 405, for methods twisted.web
         # does not know (PUT, DELETE, ...), with an HTML page.
         if request.method not in self.allowedMethods:
@@ -88,34 +192,96 @@ class CounterResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
 
 
+class CountedChannel(HTTPChannel):
+    """
+    An HTTP/1.1 connection that its site counts while it is open.
+    """
+
+    site: CounterSite
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.connections.add(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.site.connections.remove(self)
+        super().connectionLost(reason)
+
+
+class ServiceUnavailable(Protocol):
+    """
+    Answer 503 at once, without reading the request: the server is full.
+    """
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        body = b"503 Service Unavailable: too many connections\n"
+        self.transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s"
+            % (len(body), body)
+        )
+        self.transport.loseConnection()
+
+
 class CounterSite(Site):
     """
-    The HTTP factory: a L{Site} that owns the L{RequestCounter}.
+    The HTTP factory: a L{Site} that owns the L{RequestCounter} and counts its
+    connections.
 
     Per-request access logging is off unless asked for: writing a log line per
     request roughly halves throughput, and a load-test target rarely wants it.
 
     @ivar requestCounter: the shared request counter.
+    @ivar counterResource: the resource answering every request.
     """
+
+    # Plain HTTP/1.1 channels, which we can count; this gives up twisted.web's
+    # HTTP/2 negotiation, which only applies to TLS with the h2 package anyway.
+    protocol = CountedChannel  # type: ignore[assignment]
 
     def __init__(
         self,
         counter: RequestCounter | None = None,
         accessLog: str | None = None,
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        timeout: float = DEFAULT_IDLE_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         """
         @param accessLog: L{None} for no access log, C{"-"} for the twistd log,
             or the path of a file to append to.
+        @param timeout: seconds an HTTP connection may stay idle.
         """
         # Not "counter": Site already uses that name for its session ids.
         self.requestCounter = counter if counter is not None else RequestCounter()
+        self.counterResource = CounterResource(self.requestCounter)
+        self.connections = Connections(maxConnections)
         self._accessLogEnabled = accessLog is not None
         logPath = None if accessLog in (None, "-") else accessLog
         super().__init__(
-            CounterResource(self.requestCounter), logPath=logPath, **kwargs
+            self.counterResource, logPath=logPath, timeout=timeout, **kwargs
         )
+
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> Protocol | None:
+        # Twisted's stubs expect an HTTP channel; a full server answers 503.
+        if self.connections.isFull():
+            return ServiceUnavailable()
+        channel: Protocol | None = super().buildProtocol(addr)
+        return channel
 
     def log(self, request: Request) -> None:
         if self._accessLogEnabled:
             super().log(request)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close every connection once its responses are sent.
+
+        Responses are rendered as soon as a request has arrived, so closing
+        after the write buffer drains completes every answered request.
+        """
+        return self.connections.closeAll()

@@ -8,18 +8,29 @@ and it honours half-close, so nothing sent before the client's EOF is lost.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
 
 log = Logger()
 
 
 @implementer(IHalfCloseableProtocol)
-class Echo(Protocol):
+class Echo(Protocol, TimeoutMixin):
     """
     Echo one connection.
 
@@ -41,10 +52,18 @@ class Echo(Protocol):
     def __init__(self, factory: EchoFactory) -> None:
         self._factory = factory
 
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        # For TimeoutMixin.  As twisted.web's HTTPFactory does, time comes from
+        # the reactor we were given, so tests can drive it with a task.Clock.
+        return self._factory.clock.callLater(period, func)
+
     def connectionMade(self) -> None:
+        self._factory.connections.add(self)
         self.transport.registerProducer(self.transport, True)
+        self.setTimeout(self._factory.idleTimeout)
 
     def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
         self._factory.bytesEchoed += len(data)
         self.transport.write(data)
 
@@ -55,14 +74,42 @@ class Echo(Protocol):
         # The client will read nothing more; there is no point echoing.
         self.transport.loseConnection()
 
+    def timeoutConnection(self) -> None:
+        log.info("echo: closing {peer}, idle", peer=self.transport.getPeer())
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
+        self._factory.connections.remove(self)
+
 
 class EchoFactory(Factory):
     """
-    Build L{Echo} protocols and keep the service-wide byte count.
+    Build L{Echo} protocols; keep the service's connections and byte count.
+
+    @ivar idleTimeout: seconds without data before a client is closed, or
+        L{None} to let idle clients stay.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        idleTimeout: float | None = None,
+    ) -> None:
+        self.clock = clock
+        self.connections = Connections(maxConnections)
+        self.idleTimeout = idleTimeout
         self.bytesEchoed = 0
 
-    def buildProtocol(self, addr: IAddress | None) -> Echo:
+    def buildProtocol(self, addr: IAddress | None) -> Echo | None:
+        # Returning None makes the listening port close the new connection.
+        if self.connections.isFull():
+            return None
         return Echo(self)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close every connection once what it was sent has been echoed.
+        """
+        return self.connections.closeAll()

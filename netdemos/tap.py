@@ -1,32 +1,46 @@
 """
 Wiring for C{twistd netdemos}: command-line options, and the service tree.
 
-Nothing here speaks a protocol.  L{Options} parses and checks the endpoint
-strings; L{makeService} builds one factory per service and listens with it on
-each of that service's endpoints, as C{twisted.web.tap} does.
+Nothing here speaks a protocol.  L{Options} parses and checks the command line;
+L{makeService} builds one factory per service and listens with it on each of
+that service's endpoints, as C{twisted.web.tap} does.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.python import usage
 
-from netdemos import chat, counter, echo
+from netdemos import chat, counter, echo, lifecycle, limits
+from netdemos.notify import Notifier
 
 SERVICES = ("echo", "http", "chat")
 DEFAULT_ENDPOINTS = {"echo": "tcp:1234", "http": "tcp:8080", "chat": "tcp:1025"}
+
+# Twisted listens with a backlog of 50; a burst of connections beyond that is
+# dropped by the kernel and the clients retry after 1 s, 3 s, ...  Endpoints
+# that do not set backlog= themselves get this instead.
+DEFAULT_LISTEN_BACKLOG = 1024
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
 
 
 def _positiveInt(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError(f"{value} is not a positive whole number")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"{value} is not a positive number of seconds")
     return number
 
 
@@ -37,13 +51,25 @@ def normalizeEndpoint(description: str) -> str:
     return f"tcp:{description}" if description.isdigit() else description
 
 
+def withListenBacklog(description: str) -> str:
+    """
+    Add C{backlog=DEFAULT_LISTEN_BACKLOG} to a listening endpoint that takes one
+    and does not set it.
+    """
+    kind = description.split(":", 1)[0]
+    if kind in _BACKLOG_TYPES and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_LISTEN_BACKLOG}"
+    return description
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve echo (RFC 862), an HTTP request counter and a line-based chat"
         " room from one process.  ENDPOINT is a Twisted endpoint string, such"
         " as tcp:1234, tcp:1234:interface=127.0.0.1, tcp6:1234,"
-        " ssl:443:privateKey=key.pem:certKey=cert.pem or unix:/run/chat.sock;"
+        " ssl:443:privateKey=key.pem:certKey=cert.pem,"
+        " systemd:domain=INET:name=chat or unix:/run/chat.sock;"
         " a bare number N means tcp:N, and 'none' switches a service off."
         " Each endpoint option may be given several times to listen on several"
         " endpoints; several --chat endpoints share one room."
@@ -67,6 +93,39 @@ class Options(usage.Options):
             _positiveInt,
         ],
         [
+            "max-connections",
+            None,
+            limits.DEFAULT_MAX_CONNECTIONS,
+            "Most connections at once, per service; past it echo closes, chat"
+            " says '! server full' and HTTP answers 503"
+            " (e.g. --max-connections=500).",
+            _positiveInt,
+        ],
+        [
+            "idle-timeout",
+            None,
+            None,
+            "Close echo and chat clients silent for this many seconds; off by"
+            " default (e.g. --idle-timeout=300). HTTP always closes idle"
+            f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s.",
+            _seconds,
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            lifecycle.DEFAULT_SHUTDOWN_TIMEOUT,
+            "On SIGTERM, seconds to let clients finish before dropping them"
+            " (e.g. --shutdown-timeout=30).",
+            _seconds,
+        ],
+        [
+            "counter-file",
+            None,
+            None,
+            "Keep the HTTP request count in this file across restarts"
+            " (e.g. --counter-file=/var/lib/netdemos/count).",
+        ],
+        [
             "access-log",
             None,
             None,
@@ -77,7 +136,7 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        for name in SERVICES:
+        for name in (*SERVICES, "metrics"):
             self[name] = []
 
     def opt_echo(self, endpoint: str) -> None:
@@ -98,13 +157,27 @@ class Options(usage.Options):
         """
         self["chat"].append(endpoint)
 
+    def opt_metrics(self, endpoint: str) -> None:
+        """
+        Serve /metrics, /livez and /readyz on ENDPOINT; off by default (e.g.
+        --metrics=tcp:9100:interface=127.0.0.1).  Needs netdemos[metrics].
+        """
+        self["metrics"].append(endpoint)
+
     def postOptions(self) -> None:
         for name in SERVICES:
-            self[name] = self._endpointsFor(name, self[name])
+            self[name] = self._endpointsFor(name, self[name], DEFAULT_ENDPOINTS[name])
+        self["metrics"] = self._endpointsFor("metrics", self["metrics"], "none")
+        if self["metrics"] and importlib.util.find_spec("prometheus_client") is None:
+            raise usage.UsageError(
+                "--metrics needs prometheus-client: pip install 'netdemos[metrics]'"
+            )
+        if self["counter-file"] is not None:
+            checkCounterFile(self["counter-file"])
 
-    def _endpointsFor(self, name: str, given: list[str]) -> list[str]:
+    def _endpointsFor(self, name: str, given: list[str], default: str) -> list[str]:
         if not given:
-            return [DEFAULT_ENDPOINTS[name]]
+            given = [default]
         if "none" in given:
             if len(given) > 1:
                 raise usage.UsageError(f"--{name}=none cannot be combined with others")
@@ -121,38 +194,46 @@ def checkEndpoint(name: str, description: str) -> None:
     """
     Parse C{description} as a server endpoint, or explain in one line why not.
 
-    Parsing does not listen; the reactor is only stored in the endpoint.
+    Parsing does not listen (the reactor is only stored in the endpoint), but
+    it does check the port number, the options, and for C{ssl:} the key files.
     """
     from twisted.internet import reactor
 
+    if description.startswith("ssl:") and not _haveTLS():
+        raise usage.UsageError(
+            f"--{name}={description}: TLS needs pyOpenSSL and service_identity:"
+            " pip install 'netdemos[tls]'"
+        )
     try:
         serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError, ImportError, OSError) as e:
-        reason = str(e) or type(e).__name__
+    except Exception as e:
+        # Twisted's parsers raise ValueError, TypeError, KeyError, OSError or
+        # OpenSSL's errors; whichever it is, say it on one line.
+        reason = " ".join(str(e).split()) or type(e).__name__
         raise usage.UsageError(f"--{name}={description}: {reason}") from e
 
 
-class NetdemosService(MultiService):
+def _haveTLS() -> bool:
+    return all(
+        importlib.util.find_spec(module) is not None
+        for module in ("OpenSSL", "service_identity")
+    )
+
+
+def checkCounterFile(path: str) -> None:
     """
-    The netdemos service tree: one L{StreamServerEndpointService} per endpoint.
-
-    A port that cannot be bound ends C{twistd} with a one-line message naming
-    the endpoint, rather than a traceback or a half-working server.
+    Refuse a counter file that cannot be read or could not be written.
     """
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            raise SystemExit(f"netdemos: cannot listen on {_describe(e)}") from e
-
-
-def _describe(error: CannotListenError) -> str:
-    interface = error.interface or "all interfaces"
-    return f"port {error.port} on {interface}: {error.socketError}"
+    try:
+        counter.readCount(path)
+    except counter.CounterFileError as e:
+        raise usage.UsageError(f"--counter-file: {e}") from e
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise usage.UsageError(f"--counter-file: cannot write in {directory}")
 
 
-def makeService(options: Options, reactor: Any = None) -> IService:
+def makeService(options: Options, reactor: Any = None) -> lifecycle.NetdemosService:
     """
     Build the service tree: a factory per service, listening on its endpoints.
     """
@@ -161,21 +242,64 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
         reactor = _reactor
 
+    server = lifecycle.NetdemosService(
+        reactor, Notifier(), shutdownTimeout=options["shutdown-timeout"]
+    )
+    maxConnections = options["max-connections"]
+    requestCounter = makeCounter(options["counter-file"])
+    server.onStopped.append(requestCounter.save)
+
+    echoFactory = echo.EchoFactory(
+        reactor, maxConnections=maxConnections, idleTimeout=options["idle-timeout"]
+    )
+    site = counter.CounterSite(
+        requestCounter,
+        accessLog=options["access-log"],
+        maxConnections=maxConnections,
+        reactor=reactor,
+    )
     room = chat.ChatRoom(
         reactor,
         maxLine=options["max-line"],
         backlog=options["chat-backlog"],
+        maxConnections=maxConnections,
+        idleTimeout=options["idle-timeout"],
     )
-    factories: dict[str, IProtocolFactory] = {
-        "echo": echo.EchoFactory(),
-        "http": counter.CounterSite(accessLog=options["access-log"], reactor=reactor),
-        "chat": chat.ChatFactory(room),
-    }
+    chatFactory = chat.ChatFactory(room)
 
-    top = NetdemosService()
+    factories: dict[str, Any] = {"echo": echoFactory, "http": site, "chat": chatFactory}
     for name in SERVICES:
+        if options[name]:
+            server.factories[name] = factories[name]
         for description in options[name]:
-            child = strports.service(description, factories[name], reactor=reactor)
-            child.setName(f"{name} {description}")
-            child.setServiceParent(top)
-    return top
+            listen(server.listeners, name, description, factories[name], reactor)
+
+    if options["metrics"]:
+        from netdemos.metrics import makeAdminSite
+
+        admin = makeAdminSite(
+            server,
+            echoFactory if options["echo"] else None,
+            site if options["http"] else None,
+            chatFactory if options["chat"] else None,
+        )
+        for description in options["metrics"]:
+            listen(server.admin, "metrics", description, admin, reactor)
+    return server
+
+
+def makeCounter(path: str | None) -> counter.RequestCounter:
+    if path is None:
+        return counter.RequestCounter()
+    try:
+        return counter.PersistentCounter(path)
+    except counter.CounterFileError as e:
+        raise SystemExit(f"netdemos: --counter-file: {e}") from e
+
+
+def listen(
+    parent: Any, name: str, description: str, factory: IProtocolFactory, reactor: Any
+) -> None:
+    child = strports.service(withListenBacklog(description), factory, reactor=reactor)
+    child.setName(f"{name} {description}")
+    child.setServiceParent(parent)

@@ -26,6 +26,7 @@ class Room:
         self._nextPort += 1
         peer = IPv4Address("TCP", "127.0.0.1", self._nextPort)
         client = self.factory.buildProtocol(peer)
+        assert isinstance(client, ChatClient)
         transport = StringTransportWithDisconnection(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 1025), peerAddress=peer
         )

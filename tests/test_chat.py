@@ -4,14 +4,13 @@ Unit tests for L{netdemos.chat}: clients on string transports, a fake clock.
 
 from __future__ import annotations
 
+from chat_support import Room, received
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos import chat
 from netdemos.chat import LineBuffer, clean
-
-from .chat_support import Room, received
 
 
 class LineBufferTests(SynchronousTestCase):
@@ -275,7 +274,7 @@ class SlowConsumerTests(SynchronousTestCase):
         self.assertLess(len(b"\r\n".join(slowLines)), 1000 + 200)
         self.assertFalse(slowT.connected)
         self.assertEqual(room.room.names(), ["127.0.0.1:40002"])
-        self.assertEqual(room.room.clientsDropped, 1)
+        self.assertEqual(room.room.clientsDropped["slow"], 1)
 
     def test_droppedClientIsAbortedIfItNeverReads(self) -> None:
         """

@@ -4,6 +4,10 @@ Unit tests for L{netdemos.counter}, speaking HTTP over a L{StringTransport}.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -121,7 +125,9 @@ class CounterTests(SynchronousTestCase):
         """
         --access-log=PATH appends one line per request to PATH.
         """
-        path = self.mktemp()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "access.log")
         site = makeSite(accessLog=path)
         site.startFactory()
         exchange(site, get(b"/logged"))

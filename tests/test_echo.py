@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,7 +14,7 @@ from netdemos.echo import Echo, EchoFactory
 
 
 def connectEcho() -> tuple[EchoFactory, Echo, StringTransport]:
-    factory = EchoFactory()
+    factory = EchoFactory(Clock())
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
     assert isinstance(protocol, Echo)
     transport = StringTransport()

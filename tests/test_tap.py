@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,11 +22,11 @@ def parse(*argv: str) -> tap.Options:
     return options
 
 
-def listening(*argv: str) -> tuple[MemoryReactor, list[tuple[int, object, str]]]:
+def listening(*argv: str) -> tuple[MemoryReactorClock, list[tuple[int, object, str]]]:
     """
-    Start the service tree on a L{MemoryReactor}; say what it listens on.
+    Start the service tree on a L{MemoryReactorClock}; say what it listens on.
     """
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     service = tap.makeService(parse(*argv), reactor)
     service.privilegedStartService()
     service.startService()
@@ -129,8 +129,8 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(chatFactory.room.backlog, 2000)
 
     def test_childServicesAreNamed(self) -> None:
-        service = tap.makeService(parse("--echo=7", "--echo=8"), MemoryReactor())
-        names = [child.name for child in IServiceCollection(service)]
+        service = tap.makeService(parse("--echo=7", "--echo=8"), MemoryReactorClock())
+        names = [child.name for child in IServiceCollection(service.listeners)]
         self.assertEqual(
             names, ["echo tcp:7", "echo tcp:8", "http tcp:8080", "chat tcp:1025"]
         )
@@ -141,7 +141,7 @@ class MakeServiceTests(SynchronousTestCase):
         instead of a traceback.
         """
 
-        class BusyReactor(MemoryReactor):
+        class BusyReactor(MemoryReactorClock):
             def listenTCP(self, port, factory, backlog=50, interface=""):  # type: ignore[no-untyped-def]
                 raise CannotListenError(interface, port, OSError(98, "Address in use"))
 

@@ -1,0 +1,147 @@
+"""
+The top of the service tree: start every listener, say when the server is
+ready, and stop gracefully.
+
+Stopping (SIGTERM or SIGINT under twistd) goes in this order:
+  1. readiness turns false (C{/readyz} answers 503) and systemd is told
+     C{STOPPING=1};
+  2. the service listeners stop accepting;
+  3. each service closes its connections gracefully (chat clients are told the
+     server is going away; answered HTTP requests are flushed);
+  4. after C{shutdownTimeout} seconds, whatever still hangs is aborted;
+  5. state is saved (the HTTP count), and only then do the metrics and health
+     listeners stop, so a probe can watch the drain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from netdemos.limits import Connections
+from netdemos.notify import Notifier
+
+log = Logger()
+
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+STATUS_INTERVAL = 10.0
+
+
+class Drainable(TypingProtocol):
+    """
+    What a service's factory offers for a graceful stop.
+    """
+
+    connections: Connections
+
+    def close(self) -> Deferred[None]: ...
+
+
+class NetdemosService(MultiService):
+    """
+    The netdemos service tree.
+
+    @ivar listeners: one L{StreamServerEndpointService} per service endpoint.
+    @ivar admin: the metrics and health listeners, stopped last.
+    @ivar ready: every listener is listening and the server is not stopping.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        notifier: Notifier | None = None,
+        shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.clock = clock
+        self.notifier = notifier if notifier is not None else Notifier({})
+        self.shutdownTimeout = shutdownTimeout
+        self.listeners = MultiService()
+        self.listeners.setServiceParent(self)
+        self.admin = MultiService()
+        self.admin.setServiceParent(self)
+        self.factories: dict[str, Drainable] = {}
+        self.onStopped: list[Callable[[], object]] = []
+        self.ready = False
+        self._statusLoop = LoopingCall(self._reportStatus)
+        self._statusLoop.clock = clock
+
+    def privilegedStartService(self) -> None:
+        # Binding happens here, before twistd drops privileges.  A port that
+        # cannot be bound ends twistd with a one-line message naming it,
+        # rather than a traceback or a half-working server.
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            interface = e.interface or "all interfaces"
+            raise SystemExit(
+                f"netdemos: cannot listen on port {e.port} on {interface}:"
+                f" {e.socketError}"
+            ) from e
+
+    def startService(self) -> None:
+        super().startService()
+        # Every endpoint netdemos accepts listens synchronously, so by now every
+        # port is bound and accepting.
+        self.ready = True
+        self.notifier.ready()
+        self._statusLoop.start(STATUS_INTERVAL, now=True)
+        log.info("netdemos: ready ({summary})", summary=self.summary())
+
+    def summary(self) -> str:
+        """
+        One line on what the server is doing, for C{systemctl status}.
+        """
+        listening = sum(1 for _ in self.listeners)
+        clients = ", ".join(
+            f"{name} {len(service.connections)}"
+            for name, service in self.factories.items()
+        )
+        return f"{listening} listeners; clients: {clients or 'none'}"
+
+    def _reportStatus(self) -> None:
+        self.notifier.status(self.summary())
+
+    def stopService(self) -> Deferred[None]:
+        self.ready = False
+        Service.stopService(self)
+        if self._statusLoop.running:
+            self._statusLoop.stop()
+        self.notifier.stopping()
+        self.notifier.status("shutting down")
+        log.info("netdemos: shutting down")
+        return self._stop()
+
+    @inlineCallbacks
+    def _stop(self) -> Generator[Deferred[Any], object, None]:
+        yield self.listeners.stopService()
+        yield self._drain(list(self.factories.values()))
+        for callback in self.onStopped:
+            callback()
+        yield self.admin.stopService()
+        log.info("netdemos: stopped")
+
+    def _drain(self, services: Sequence[Drainable]) -> Deferred[None]:
+        closed = DeferredList([service.close() for service in services])
+
+        def hung(timedOut: object) -> None:
+            left = sum(len(service.connections) for service in services)
+            log.warn(
+                "netdemos: {count} connections still open after {timeout}s;"
+                " aborting them",
+                count=left,
+                timeout=self.shutdownTimeout,
+            )
+            for service in services:
+                service.connections.abortAll()
+
+        closed.addTimeout(self.shutdownTimeout, self.clock)
+        return closed.addCallbacks(lambda _: None, hung)

@@ -1,0 +1,86 @@
+"""
+What every service shares: a count of its live connections, a cap on them, and
+a way to close them all gracefully when the server stops.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IProtocol
+
+DEFAULT_MAX_CONNECTIONS = 10_000
+
+
+class Connections:
+    """
+    The live connections of one service.
+
+    The service's factory asks L{isFull} before building a protocol, and each
+    protocol calls L{add} when it connects and L{remove} when it is gone.
+
+    @ivar limit: most connections at once; past it new ones are turned away.
+    @ivar total: connections accepted since start.
+    @ivar rejected: connections turned away, by reason.
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        self.limit = limit
+        self.live: set[IProtocol] = set()
+        self.total = 0
+        self.rejected: Counter[str] = Counter()
+        self._waiting: list[Deferred[None]] = []
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def isFull(self) -> bool:
+        """
+        Say whether a new connection must be turned away; count it if so.
+        """
+        if len(self.live) < self.limit:
+            return False
+        self.rejected["limit"] += 1
+        return True
+
+    def add(self, protocol: IProtocol) -> None:
+        self.live.add(protocol)
+        self.total += 1
+
+    def remove(self, protocol: IProtocol) -> None:
+        self.live.discard(protocol)
+        if not self.live:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+
+    def whenEmpty(self) -> Deferred[None]:
+        """
+        A L{Deferred} that fires once no connection is left.
+        """
+        if not self.live:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def closeAll(self) -> Deferred[None]:
+        """
+        Close every connection once what was written to it is sent.
+        """
+        for protocol in list(self.live):
+            transport: Any = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        return self.whenEmpty()
+
+    def abortAll(self) -> None:
+        """
+        Drop every connection now, sent or not: for clients that hang.
+        """
+        for protocol in list(self.live):
+            transport: Any = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
