@@ -130,9 +130,18 @@ class NetdemosService(MultiService):
         log.info("netdemos: stopped")
 
     def _drain(self, services: Sequence[Drainable]) -> Deferred[None]:
-        closed = DeferredList([service.close() for service in services])
+        """
+        Close every service's connections; fire when they are all gone, or
+        after C{shutdownTimeout}, having aborted those that hang.
+        """
+        drained: Deferred[None] = Deferred()
 
-        def hung(timedOut: object) -> None:
+        def allClosed(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+                drained.callback(None)
+
+        def hung() -> None:
             left = sum(len(service.connections) for service in services)
             log.warn(
                 "netdemos: {count} connections still open after {timeout}s;"
@@ -142,6 +151,9 @@ class NetdemosService(MultiService):
             )
             for service in services:
                 service.connections.abortAll()
+            drained.callback(None)
 
-        closed.addTimeout(self.shutdownTimeout, self.clock)
-        return closed.addCallbacks(lambda _: None, hung)
+        timer = self.clock.callLater(self.shutdownTimeout, hung)
+        closing = [service.close() for service in services]
+        DeferredList(closing, consumeErrors=True).addCallback(allClosed)
+        return drained

@@ -4,6 +4,10 @@ Tests for L{netdemos.tap}: options, and what L{makeService} listens on.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
@@ -152,3 +156,99 @@ class MakeServiceTests(SynchronousTestCase):
             "netdemos: cannot listen on port 1234 on all interfaces:"
             " [Errno 98] Address in use",
         )
+
+
+class OperatorOptionsTests(SynchronousTestCase):
+    def test_listenBacklogDefaultsHigherThanTwisted(self) -> None:
+        """
+        Twisted's listen backlog of 50 makes a burst of connects stall on SYN
+        retries; endpoints that do not say otherwise get 1024.
+        """
+        reactor, _ = listening("--echo=tcp:7:backlog=5", "--chat=none")
+        backlogs = {port: backlog for port, _, backlog, _ in reactor.tcpServers}
+        self.assertEqual(backlogs, {7: 5, 8080: tap.DEFAULT_LISTEN_BACKLOG})
+        self.assertEqual(tap.withListenBacklog("unix:/x"), "unix:/x:backlog=1024")
+        self.assertEqual(
+            tap.withListenBacklog("systemd:domain=INET:name=e"),
+            "systemd:domain=INET:name=e",
+        )
+
+    def test_limitsAndTimeoutsReachTheServices(self) -> None:
+        _, ports = listening(
+            "--max-connections=7", "--idle-timeout=30", "--shutdown-timeout=2.5"
+        )
+        factories = {type(f): f for _, f, _ in ports}
+        self.assertEqual(factories[EchoFactory].connections.limit, 7)
+        self.assertEqual(factories[EchoFactory].idleTimeout, 30)
+        self.assertEqual(factories[ChatFactory].room.idleTimeout, 30)
+        self.assertEqual(factories[CounterSite].connections.limit, 7)
+        self.assertEqual(factories[CounterSite].timeOut, 60)
+
+    def test_badNumbersAreRefused(self) -> None:
+        for option in (
+            "--idle-timeout=0",
+            "--shutdown-timeout=-1",
+            "--max-connections=none",
+            "--idle-timeout=soon",
+        ):
+            self.assertRaises(UsageError, parse, option)
+
+    def test_metricsListensOnItsOwnEndpoint(self) -> None:
+        reactor = MemoryReactorClock()
+        options = parse("--metrics=tcp:9100:interface=127.0.0.1")
+        service = tap.makeService(options, reactor)
+        service.privilegedStartService()
+        ports = {
+            port: type(factory).__name__ for port, factory, _, _ in reactor.tcpServers
+        }
+        self.assertEqual(ports[9100], "QuietSite")
+        self.assertEqual(len(ports), 4)
+
+    def test_metricsWithoutTheLibrarySaysWhatToInstall(self) -> None:
+        self.patch(tap.importlib.util, "find_spec", lambda name: None)
+        error = self.assertRaises(UsageError, parse, "--metrics=9100")
+        self.assertIn("pip install 'netdemos[metrics]'", str(error))
+
+    def test_tlsWithoutTheLibrarySaysWhatToInstall(self) -> None:
+        self.patch(tap, "_haveTLS", lambda: False)
+        error = self.assertRaises(
+            UsageError, parse, "--http=ssl:8443:privateKey=k.pem:certKey=c.pem"
+        )
+        self.assertIn("pip install 'netdemos[tls]'", str(error))
+        self.assertIn("--http=ssl:8443", str(error))
+
+    def test_missingKeyFileNamesTheValue(self) -> None:
+        error = self.assertRaises(
+            UsageError, parse, "--chat=ssl:6697:privateKey=/nonexistent.pem"
+        )
+        self.assertIn("--chat=ssl:6697:privateKey=/nonexistent.pem", str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_badCounterFileIsRefused(self) -> None:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "count")
+        with open(path, "w") as f:
+            f.write("lots\n")
+        error = self.assertRaises(UsageError, parse, f"--counter-file={path}")
+        self.assertIn(path, str(error))
+        missingDir = os.path.join(directory, "missing", "count")
+        error = self.assertRaises(UsageError, parse, f"--counter-file={missingDir}")
+        self.assertIn("cannot write in", str(error))
+
+    def test_counterFileIsSavedOnStop(self) -> None:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "count")
+        with open(path, "w") as f:
+            f.write("41\n")
+        reactor = MemoryReactorClock()
+        service = tap.makeService(parse(f"--counter-file={path}"), reactor)
+        service.privilegedStartService()
+        service.startService()
+        site = service.factories["http"]
+        assert isinstance(site, CounterSite)
+        self.assertEqual(site.requestCounter.next(), 42)
+        self.successResultOf(service.stopService())
+        with open(path) as f:
+            self.assertEqual(f.read(), "42\n")

@@ -1,0 +1,147 @@
+"""
+Tests for L{netdemos.lifecycle}: readiness, systemd notifications and the
+graceful stop, on a fake reactor.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemos.lifecycle import NetdemosService
+from netdemos.limits import Connections
+from netdemos.notify import Notifier
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__({})
+        self.sent: list[dict[str, str | int]] = []
+
+    def notify(self, **fields: str | int) -> None:
+        self.sent.append(fields)
+
+
+class FakeService:
+    """
+    A service factory whose connections close when the test says so.
+    """
+
+    def __init__(self) -> None:
+        self.connections = Connections()
+        self.closing: Deferred[None] | None = None
+
+    def close(self) -> Deferred[None]:
+        self.closing = Deferred()
+        return self.closing
+
+
+class RecordingListener(Service):
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log = log
+        self.setName(name)
+        self.label = name
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.append(f"{self.label} started")
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.log.append(f"{self.label} stopped")
+
+
+def makeServer() -> tuple[NetdemosService, RecordingNotifier, MemoryReactorClock]:
+    reactor = MemoryReactorClock()
+    notifier = RecordingNotifier()
+    server = NetdemosService(reactor, notifier, shutdownTimeout=5)
+    return server, notifier, reactor
+
+
+class LifecycleTests(SynchronousTestCase):
+    def test_readyOnlyAfterEveryListenerStarted(self) -> None:
+        """
+        READY=1 is sent after the listeners start, never before.
+        """
+        server, notifier, _ = makeServer()
+        log: list[str] = []
+        for name in ("echo", "http"):
+            RecordingListener(log, name).setServiceParent(server.listeners)
+
+        original = notifier.notify
+
+        def recordOrder(**fields: str | int) -> None:
+            log.append(f"notify {sorted(fields)}")
+            original(**fields)
+
+        notifier.notify = recordOrder  # type: ignore[method-assign]
+        self.assertFalse(server.ready)
+        server.startService()
+        self.assertTrue(server.ready)
+        self.assertEqual(log[:3], ["echo started", "http started", "notify ['READY']"])
+        self.assertEqual(notifier.sent[0], {"READY": 1})
+        self.assertIn("STATUS", notifier.sent[1])
+
+    def test_statusIsRefreshed(self) -> None:
+        server, notifier, reactor = makeServer()
+        server.factories["chat"] = FakeService()
+        server.startService()
+        count = len(notifier.sent)
+        reactor.advance(10)
+        self.assertEqual(len(notifier.sent), count + 1)
+        self.assertEqual(notifier.sent[-1], {"STATUS": "0 listeners; clients: chat 0"})
+
+    def test_stopDrainsThenSavesThenStopsAdmin(self) -> None:
+        """
+        On stop: not ready and STOPPING=1 at once; listeners stop; the
+        services close; state is saved after they have; the health listener
+        stops last, so it can report the drain.
+        """
+        server, notifier, _ = makeServer()
+        log: list[str] = []
+        RecordingListener(log, "echo").setServiceParent(server.listeners)
+        RecordingListener(log, "metrics").setServiceParent(server.admin)
+        service = FakeService()
+        server.factories["echo"] = service
+        server.onStopped.append(lambda: log.append("saved"))
+        server.startService()
+        del log[:]
+
+        stopped = server.stopService()
+        self.assertFalse(server.ready)
+        self.assertIn({"STOPPING": 1}, notifier.sent)
+        self.assertEqual(log, ["echo stopped"])
+        self.assertNoResult(stopped)
+        assert service.closing is not None
+        service.closing.callback(None)
+        self.assertEqual(log, ["echo stopped", "saved", "metrics stopped"])
+        self.successResultOf(stopped)
+
+    def test_stopAbortsWhatHangsAfterTheTimeout(self) -> None:
+        """
+        Clients that never go away cannot hold up the stop past the timeout:
+        they are aborted, and the stop completes.
+        """
+        server, _, reactor = makeServer()
+        service = FakeService()
+
+        class Hanging:
+            aborted = False
+
+            class transport:  # noqa: N801
+                @staticmethod
+                def abortConnection() -> None:
+                    Hanging.aborted = True
+
+        service.connections.add(Hanging())  # type: ignore[arg-type]
+        server.factories["chat"] = service
+        server.startService()
+        stopped = server.stopService()
+        reactor.advance(4.9)
+        self.assertNoResult(stopped)
+        self.assertFalse(Hanging.aborted)
+        reactor.advance(0.1)
+        self.assertTrue(Hanging.aborted)
+        self.successResultOf(stopped)
