@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 
+from chat_support import Room, received
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netdemos.chat import LineBuffer
-
-from .chat_support import Room, received
 
 MAX_LINE = 16
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Any
 
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
@@ -177,7 +178,7 @@ class OperatorOptionsTests(SynchronousTestCase):
         _, ports = listening(
             "--max-connections=7", "--idle-timeout=30", "--shutdown-timeout=2.5"
         )
-        factories = {type(f): f for _, f, _ in ports}
+        factories: dict[type, Any] = {type(f): f for _, f, _ in ports}
         self.assertEqual(factories[EchoFactory].connections.limit, 7)
         self.assertEqual(factories[EchoFactory].idleTimeout, 30)
         self.assertEqual(factories[ChatFactory].room.idleTimeout, 30)
