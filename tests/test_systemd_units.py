@@ -1,0 +1,179 @@
+"""
+Checks of the systemd units in C{contrib/systemd}.
+
+C{systemd-analyze} checks them as systemd would load them, where it is
+installed; the rest reads them as text and needs no systemd at all.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from netdemos.tap import DEFAULT_ENDPOINTS
+
+UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
+SERVICE = "netdemos.service"
+SOCKETS = {
+    "echo": "netdemos-echo.socket",
+    "http": "netdemos-http.socket",
+    "chat": "netdemos-chat.socket",
+}
+INSTALLED_TWISTD = "/opt/netdemos/bin/twistd"
+
+
+def readUnit(name: str) -> configparser.ConfigParser:
+    """
+    Read a unit file; enough of its syntax for the keys these tests look at.
+    """
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment, method-assign]
+    unit.read_string((UNITS / name).read_text())
+    return unit
+
+
+def systemdEndpoints(execStart: str) -> dict[str, dict[str, str]]:
+    """
+    Map each C{--SERVICE=systemd:...} option in C{execStart} to its arguments,
+    e.g. C{{"echo": {"domain": "INET6", "name": "echo"}}}.
+    """
+    endpoints = {}
+    for word in shlex.split(execStart):
+        option, _, value = word.partition("=")
+        kind, _, arguments = value.partition(":")
+        if option.startswith("--") and kind == "systemd":
+            pairs = (each.split("=", 1) for each in arguments.split(":"))
+            endpoints[option[2:]] = {key: value for key, value in pairs}
+    return endpoints
+
+
+def listenFamily(listenStream: str) -> str:
+    """
+    The address family systemd gives a C{ListenStream=} socket, as Twisted's
+    C{domain=} names it.  A bare port means IPv6 (dual-stack), per
+    systemd.socket(5).
+    """
+    if listenStream.startswith("/") or listenStream.startswith("@"):
+        return "UNIX"
+    if listenStream.startswith("[") or listenStream.isdigit():
+        return "INET6"
+    return "INET"
+
+
+def unitsForVerifying(directory: Path) -> list[Path]:
+    """
+    Copy the units into C{directory}, with C{ExecStart} pointing at the
+    C{twistd} the tests run with: C{systemd-analyze verify} fails a unit
+    whose program does not exist, and C{/opt/netdemos} is only on servers.
+    """
+    twistd = Path(sys.executable).parent / "twistd"
+    program = str(twistd if twistd.exists() else Path(sys.executable))
+    copies = []
+    for name in [SERVICE, *SOCKETS.values()]:
+        text = (UNITS / name).read_text().replace(INSTALLED_TWISTD, program)
+        (directory / name).write_text(text)
+        copies.append(directory / name)
+    return copies
+
+
+def systemdAnalyze(*args: str) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which("systemd-analyze")
+    if executable is None:
+        raise SkipTest("systemd-analyze is not installed")
+    return subprocess.run(
+        [executable, "--no-pager", *args],
+        # Diagnostics to stderr, even where a journal is listening.
+        env={**os.environ, "SYSTEMD_LOG_TARGET": "console", "SYSTEMD_LOG_COLOR": "0"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class SystemdAnalyzeTests(SynchronousTestCase):
+    def verifiableUnits(self) -> list[str]:
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        return [str(path) for path in unitsForVerifying(Path(directory.name))]
+
+    def test_unitsVerify(self) -> None:
+        """
+        C{systemd-analyze verify} accepts every unit without a complaint.
+
+        Most mistakes (a misspelt key, a bad value) are only warnings that
+        systemd ignores the line, leaving the exit status 0, so any message
+        naming a netdemos unit fails the test too.
+        """
+        result = systemdAnalyze("verify", "--man=no", *self.verifiableUnits())
+        complaints = [line for line in result.stderr.splitlines() if "netdemos" in line]
+        self.assertEqual(
+            (result.returncode, complaints),
+            (0, []),
+            f"systemd-analyze verify:\n{result.stdout}{result.stderr}",
+        )
+
+    def test_sandboxExposureStaysLow(self) -> None:
+        """
+        The sandboxing stays in place: C{systemd-analyze security} rates the
+        service's exposure at most 2.0 of 10 (it is 1.1 as shipped).
+        """
+        service = self.verifiableUnits()[0]
+        result = systemdAnalyze("security", "--offline=yes", "--threshold=20", service)
+        self.assertEqual(
+            result.returncode, 0, f"systemd-analyze security:\n{result.stdout}"
+        )
+
+
+class UnitConsistencyTests(SynchronousTestCase):
+    def test_everySocketIsAdoptedWithItsFamily(self) -> None:
+        """
+        Each service adopts, by name, a socket whose address family is the
+        C{domain=} it names.  systemd cannot check this, and a mismatch is not
+        an error: Twisted would read client addresses with the wrong layout and
+        report garbage.
+        """
+        service = readUnit(SERVICE)
+        endpoints = systemdEndpoints(service["Service"]["ExecStart"])
+        self.assertEqual(sorted(endpoints), sorted(SOCKETS))
+        for name, socketUnit in SOCKETS.items():
+            socketSection = readUnit(socketUnit)["Socket"]
+            self.assertEqual(socketSection["FileDescriptorName"], name)
+            self.assertEqual(endpoints[name]["name"], name)
+            self.assertEqual(
+                endpoints[name]["domain"],
+                listenFamily(socketSection["ListenStream"]),
+                f"{socketUnit} ListenStream={socketSection['ListenStream']}",
+            )
+
+    def test_serviceStartsWithItsSockets(self) -> None:
+        """
+        Every socket activates the service, and the service requires and is
+        ordered after every socket, so it never starts without one to adopt.
+        """
+        unit = readUnit(SERVICE)["Unit"]
+        for socketUnit in SOCKETS.values():
+            self.assertEqual(readUnit(socketUnit)["Socket"]["Service"], SERVICE)
+            self.assertIn(socketUnit, unit["Requires"].split())
+            self.assertIn(socketUnit, unit["After"].split())
+
+    def test_defaultPorts(self) -> None:
+        """
+        The sockets listen on the ports twistd netdemos uses by default, so
+        the documentation's port numbers hold either way.
+        """
+        ports = {
+            name: readUnit(socketUnit)["Socket"]["ListenStream"].rsplit(":", 1)[-1]
+            for name, socketUnit in SOCKETS.items()
+        }
+        self.assertEqual(
+            {name: f"tcp:{port}" for name, port in ports.items()}, DEFAULT_ENDPOINTS
+        )
