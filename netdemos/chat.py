@@ -196,8 +196,12 @@ class ChatRoom:
         that line is sent.
         """
         self.broadcast("* server shutting down")
-        for client in list(self._members.values()):
+        # Empty the room first: otherwise each departure would be announced to
+        # everyone still there, N * N lines for nobody to read.
+        members, self._members = list(self._members.values()), {}
+        for client in members:
             client.close("left (server shutting down)")
+        log.info("chat: closed the room ({count} clients)", count=len(members))
         return self.connections.closeAll()
 
     def say(self, sender: ChatClient, text: str) -> None:

@@ -137,7 +137,7 @@ class ChatLimitTests(SynchronousTestCase):
             received(transport)
         self.successResultOf(room.factory.close())
         for transport in transports:
-            self.assertEqual(received(transport)[0], b"* server shutting down")
+            self.assertEqual(received(transport), [b"* server shutting down"])
             self.assertFalse(transport.connected)
 
 
