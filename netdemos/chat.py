@@ -355,6 +355,17 @@ class ChatClient(Protocol, TimeoutMixin):
         self.closing = True
         self.setTimeout(None)
         self.room.leave(self, why)
+        self.loseConnection()
+
+    def loseConnection(self) -> None:
+        """
+        Close once what was sent has been written.
+
+        We are our transport's producer, and a transport with a producer
+        registered waits for it to unregister before closing, even while it is
+        paused; so unregister first.
+        """
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _dropAsTooSlow(self) -> None:

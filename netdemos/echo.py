@@ -68,14 +68,25 @@ class Echo(Protocol, TimeoutMixin):
         self.transport.write(data)
 
     def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        self.loseConnection()
 
     def writeConnectionLost(self) -> None:
         # The client will read nothing more; there is no point echoing.
-        self.transport.loseConnection()
+        self.loseConnection()
 
     def timeoutConnection(self) -> None:
         log.info("echo: closing {peer}, idle", peer=self.transport.getPeer())
+        self.loseConnection()
+
+    def loseConnection(self) -> None:
+        """
+        Close once everything received has been echoed.
+
+        The transport is its own producer, and a transport with a producer
+        registered waits for it to unregister before closing, even while it is
+        paused; so unregister first.
+        """
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

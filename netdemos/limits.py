@@ -6,12 +6,26 @@ a way to close them all gracefully when the server stops.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IProtocol
 
 DEFAULT_MAX_CONNECTIONS = 10_000
+
+
+class Closeable(Protocol):
+    """
+    A connection's protocol, which knows how to close itself gracefully.
+
+    Not simply C{transport.loseConnection()}: a transport with a producer
+    registered waits for it to unregister before closing, and only the protocol
+    knows about its producer.  twisted.web's C{HTTPChannel.loseConnection} is
+    the model.
+    """
+
+    transport: Any
+
+    def loseConnection(self) -> None: ...
 
 
 class Connections:
@@ -28,7 +42,7 @@ class Connections:
 
     def __init__(self, limit: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.limit = limit
-        self.live: set[IProtocol] = set()
+        self.live: set[Closeable] = set()
         self.total = 0
         self.rejected: Counter[str] = Counter()
         self._waiting: list[Deferred[None]] = []
@@ -45,11 +59,11 @@ class Connections:
         self.rejected["limit"] += 1
         return True
 
-    def add(self, protocol: IProtocol) -> None:
+    def add(self, protocol: Closeable) -> None:
         self.live.add(protocol)
         self.total += 1
 
-    def remove(self, protocol: IProtocol) -> None:
+    def remove(self, protocol: Closeable) -> None:
         self.live.discard(protocol)
         if not self.live:
             waiting, self._waiting = self._waiting, []
@@ -71,9 +85,7 @@ class Connections:
         Close every connection once what was written to it is sent.
         """
         for protocol in list(self.live):
-            transport: Any = getattr(protocol, "transport", None)
-            if transport is not None:
-                transport.loseConnection()
+            protocol.loseConnection()
         return self.whenEmpty()
 
     def abortAll(self) -> None:
@@ -81,6 +93,4 @@ class Connections:
         Drop every connection now, sent or not: for clients that hang.
         """
         for protocol in list(self.live):
-            transport: Any = getattr(protocol, "transport", None)
-            if transport is not None:
-                transport.abortConnection()
+            protocol.transport.abortConnection()

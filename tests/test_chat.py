@@ -273,6 +273,10 @@ class SlowConsumerTests(SynchronousTestCase):
         )
         self.assertLess(len(b"\r\n".join(slowLines)), 1000 + 200)
         self.assertFalse(slowT.connected)
+        # A transport does not close while a producer is registered, even a
+        # paused one: unregistering lets the dropped client read its last line
+        # and then get a clean EOF rather than wait for the abort.
+        self.assertIsNone(slowT.producer)
         self.assertEqual(room.room.names(), ["127.0.0.1:40002"])
         self.assertEqual(room.room.clientsDropped["slow"], 1)
 

@@ -55,3 +55,6 @@ class EchoTests(SynchronousTestCase):
         protocol.readConnectionLost()
         self.assertEqual(transport.value(), b"last words")
         self.assertTrue(transport.disconnecting)
+        # A transport does not close while a producer is registered, if that
+        # producer is paused; the echo must unregister itself first.
+        self.assertIsNone(transport.producer)

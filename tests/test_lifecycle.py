@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos.lifecycle import NetdemosService
@@ -51,6 +52,15 @@ class RecordingListener(Service):
     def stopService(self) -> None:
         super().stopService()
         self.log.append(f"{self.label} stopped")
+
+
+class HangingClient(Protocol):
+    """
+    A connection whose graceful close never finishes (its client never reads).
+    """
+
+    def loseConnection(self) -> None:
+        pass
 
 
 def makeServer() -> tuple[NetdemosService, RecordingNotifier, MemoryReactorClock]:
@@ -127,21 +137,16 @@ class LifecycleTests(SynchronousTestCase):
         server, _, reactor = makeServer()
         service = FakeService()
 
-        class Hanging:
-            aborted = False
-
-            class transport:  # noqa: N801
-                @staticmethod
-                def abortConnection() -> None:
-                    Hanging.aborted = True
-
-        service.connections.add(Hanging())  # type: ignore[arg-type]
+        client = HangingClient()
+        transport = StringTransport()
+        client.makeConnection(transport)
+        service.connections.add(client)
         server.factories["chat"] = service
         server.startService()
         stopped = server.stopService()
         reactor.advance(4.9)
         self.assertNoResult(stopped)
-        self.assertFalse(Hanging.aborted)
+        self.assertFalse(transport.disconnected)
         reactor.advance(0.1)
-        self.assertTrue(Hanging.aborted)
+        self.assertTrue(transport.disconnected)
         self.successResultOf(stopped)

@@ -26,10 +26,16 @@ def connect(protocol: Protocol) -> StringTransportWithDisconnection:
     return transport
 
 
+class Closeable(Protocol):
+    def loseConnection(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
 class ConnectionsTests(SynchronousTestCase):
     def test_fullOnlyAtTheLimitAndRejectionsCounted(self) -> None:
         connections = Connections(limit=2)
-        first, second = Protocol(), Protocol()
+        first, second = Closeable(), Closeable()
         self.assertFalse(connections.isFull())
         connections.add(first)
         connections.add(second)
@@ -43,7 +49,7 @@ class ConnectionsTests(SynchronousTestCase):
     def test_whenEmptyFiresWhenTheLastOneGoes(self) -> None:
         connections = Connections()
         self.assertIsNone(self.successResultOf(connections.whenEmpty()))
-        protocol = Protocol()
+        protocol = Closeable()
         connections.add(protocol)
         d = connections.whenEmpty()
         self.assertNoResult(d)
