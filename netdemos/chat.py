@@ -45,6 +45,12 @@ DEFAULT_BACKLOG = 1024 * 1024
 # connection is aborted; it is not reading, so a clean close could wait forever.
 DROP_GRACE_SECONDS = 5.0
 
+# Joins and departures are announced only in a room of at most this many: each
+# announcement goes to everyone, so in a crowd they cost O(N) writes apiece and
+# O(N * N) as the crowd arrives, and nobody could read them anyway.  (Twitch's
+# chat does the same above 1000 users.)
+ANNOUNCE_LIMIT = 1000
+
 _NICK = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 # C0 controls other than TAB, DEL, and the C1 controls: removed so that nobody
@@ -161,9 +167,10 @@ class ChatRoom:
 
     def join(self, client: ChatClient) -> None:
         self._members[client.name.casefold()] = client
-        self.broadcast(
-            f"* {client.name} joined ({len(self)} in the room)", exclude=client
-        )
+        if len(self) <= ANNOUNCE_LIMIT:
+            self.broadcast(
+                f"* {client.name} joined ({len(self)} in the room)", exclude=client
+            )
         log.info(
             "chat: {name} joined ({count} in the room)",
             name=client.name,
@@ -174,7 +181,8 @@ class ChatRoom:
         if self._members.get(client.name.casefold()) is not client:
             return
         del self._members[client.name.casefold()]
-        self.broadcast(f"* {client.name} {why}")
+        if len(self) < ANNOUNCE_LIMIT:
+            self.broadcast(f"* {client.name} {why}")
         log.info(
             "chat: {name} {why} ({count} in the room)",
             name=client.name,

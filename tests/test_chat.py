@@ -118,6 +118,25 @@ class ChatRoomTests(SynchronousTestCase):
         alice.dataReceived(b"\n \r\n\x07\n")
         self.assertEqual(received(aliceT), [])
 
+    def test_joinsAndDeparturesAreNotAnnouncedInACrowd(self) -> None:
+        """
+        Past ANNOUNCE_LIMIT members, joins and departures are not announced:
+        each would be written to everyone, so a crowd arriving would cost
+        O(N * N) writes.
+        """
+        self.patch(chat, "ANNOUNCE_LIMIT", 3)
+        room = Room()
+        _, firstT = room.connect()
+        transports = [room.connect()[1] for _ in range(2)]
+        self.assertEqual(len(received(firstT)), 3)  # welcome, two joins
+        _, fourthT = room.connect()
+        self.assertEqual(received(firstT), [])
+        self.assertIn(b"(4 in the room)", received(fourthT)[0])
+        fourthT.loseConnection()
+        self.assertEqual(received(firstT), [])
+        transports[0].loseConnection()
+        self.assertEqual(received(firstT), [b"* 127.0.0.1:40002 left"])
+
     def test_nickRenamesAndTellsTheOthers(self) -> None:
         room = Room()
         alice, aliceT = room.connect()
