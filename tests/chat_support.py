@@ -1,5 +1,5 @@
 """
-Helpers for the chat unit tests: clients on L{StringTransport}s in one room.
+Helpers for the chat unit tests: clients on string transports in one room.
 """
 
 from __future__ import annotations
@@ -9,6 +9,30 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
 from netdemos.chat import ChatClient, ChatFactory, ChatRoom
+
+
+class RoomTransport(StringTransportWithDisconnection):
+    """
+    A string transport that counts writes, and whose L{value} first ends the
+    current turn of the (fake) reactor, as a real client would only read after
+    it: the room sends what was said during a turn at the end of that turn.
+    """
+
+    def __init__(self, clock: Clock, peer: IPv4Address) -> None:
+        super().__init__(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 1025), peerAddress=peer
+        )
+        self.clock = clock
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+    def value(self) -> bytes:
+        self.clock.advance(0)
+        data: bytes = super().value()
+        return data
 
 
 class Room:
@@ -22,14 +46,12 @@ class Room:
         self.factory = ChatFactory(self.room)
         self._nextPort = 40000
 
-    def connect(self) -> tuple[ChatClient, StringTransportWithDisconnection]:
+    def connect(self) -> tuple[ChatClient, RoomTransport]:
         self._nextPort += 1
         peer = IPv4Address("TCP", "127.0.0.1", self._nextPort)
         client = self.factory.buildProtocol(peer)
         assert isinstance(client, ChatClient)
-        transport = StringTransportWithDisconnection(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 1025), peerAddress=peer
-        )
+        transport = RoomTransport(self.clock, peer)
         transport.protocol = client
         client.makeConnection(transport)
         return client, transport

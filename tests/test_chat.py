@@ -280,6 +280,7 @@ class SlowConsumerTests(SynchronousTestCase):
         slow.pauseProducing()  # What the transport does when its buffer fills.
         for n in range(20):
             talker.dataReceived(b"line %02d " % n + b"x" * 50 + b"\n")
+            room.clock.advance(0)  # the reactor's turn ends
         talkerLines = received(talkerT)
         self.assertEqual(talkerLines[-1], b"<127.0.0.1:40002> line 19 " + b"x" * 50)
         self.assertIn(b"* 127.0.0.1:40001 was dropped (too slow)", talkerLines)
@@ -328,3 +329,57 @@ class SlowConsumerTests(SynchronousTestCase):
             reader.resumeProducing()
         self.assertTrue(readerT.connected)
         self.assertFalse(readerT.disconnecting)
+
+
+class BatchingTests(SynchronousTestCase):
+    def test_linesSaidInOneTurnAreSentAsOneWrite(self) -> None:
+        """
+        Lines said during one turn of the reactor, by any number of clients,
+        reach each recipient in one write, in order: the writes are most of
+        the cost of a busy room.
+        """
+        room = Room()
+        alice, aliceT = room.connect()
+        bob, bobT = room.connect()
+        _, carolT = room.connect()
+        for transport in (aliceT, bobT, carolT):
+            received(transport)
+        before = carolT.writes
+        alice.dataReceived(b"one\ntwo\n")
+        bob.dataReceived(b"three\n")
+        self.assertEqual(carolT.io.getvalue(), b"")  # not before the turn ends
+        self.assertEqual(
+            received(carolT),
+            [
+                b"<127.0.0.1:40001> one",
+                b"<127.0.0.1:40001> two",
+                b"<127.0.0.1:40002> three",
+            ],
+        )
+        self.assertEqual(carolT.writes, before + 1)
+
+    def test_replyToSenderComesAfterItsEarlierLines(self) -> None:
+        """
+        A reply meant for one client (an error, /who) does not overtake lines
+        said before it in the same turn.
+        """
+        room = Room()
+        alice, aliceT = room.connect()
+        received(aliceT)
+        alice.dataReceived(b"hi\n/nope\nbye\n")
+        self.assertEqual(
+            received(aliceT),
+            [
+                b"<127.0.0.1:40001> hi",
+                b"! unknown command /nope; /help lists commands",
+                b"<127.0.0.1:40001> bye",
+            ],
+        )
+
+    def test_newcomerDoesNotGetWhatWasSaidBeforeItJoined(self) -> None:
+        room = Room()
+        alice, aliceT = room.connect()
+        alice.dataReceived(b"before\n")
+        _, bobT = room.connect()
+        self.assertEqual(len(received(bobT)), 1)  # only the welcome
+        self.assertIn(b"<127.0.0.1:40001> before", received(aliceT))

@@ -62,6 +62,7 @@ class MetricsTests(SynchronousTestCase):
         alice.dataReceived(b"one\ntwo\n")
         slow.pauseProducing()
         alice.dataReceived(b"this line is too much for slow\n")
+        self.room.clock.advance(0)  # the reactor's turn ends
 
         metrics = self.scrape()
         self.assertEqual(metrics['netdemos_connections_total{service="echo"}'], 1)
