@@ -202,6 +202,17 @@ class CountedChannel(HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.connections.add(self)
+        # Every request asks its channel for both addresses, and a TCP
+        # getHost() is a getsockname() system call: ask once per connection.
+        assert self.transport is not None
+        self._host = self.transport.getHost()
+        self._peer = self.transport.getPeer()
+
+    def getHost(self) -> IAddress:
+        return self._host
+
+    def getPeer(self) -> IAddress:
+        return self._peer
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.connections.remove(self)
@@ -272,6 +283,12 @@ class CounterSite(Site):
             return ServiceUnavailable()
         channel: Protocol | None = super().buildProtocol(addr)
         return channel
+
+    def getResourceFor(self, request: IRequest) -> CounterResource:
+        # One leaf answers every path: there is no resource tree to walk.
+        request.site = self  # type: ignore[attr-defined]
+        request.sitepath = []  # type: ignore[attr-defined]
+        return self.counterResource
 
     def log(self, request: Request) -> None:
         if self._accessLogEnabled:

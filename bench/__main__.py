@@ -1,0 +1,396 @@
+"""
+Run the netdemos benchmarks and print a markdown report.
+
+C{python -m bench [--quick] [--only echo,bulk,http,chat,idle,startup,burst]
+[--profile]}.  Servers run one at a time, pinned to CPU 0; the generator runs
+in this process (and C{wrk}) on CPU 1.  Every load alternates netdemos, the
+naive homepage script and, where one exists, the asyncio peer, round after
+round, so slow drifts in the machine hit all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from bench import loads, servers
+from bench.servers import Server
+
+LOAD_NAMES = ("echo", "bulk", "http", "chat", "idle", "startup", "burst")
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    A server to measure; C{role} is "subject", "baseline" or "peer".
+    """
+
+    label: str
+    role: str
+    start: Callable[[], Server]
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    unit: str
+    scale: float = 1.0
+    digits: int = 0
+    goal: str = ""
+    met: Callable[[float, float], bool] | None = None  # (subject, ratio)
+
+
+@dataclass
+class Load:
+    name: str
+    targets: list[Target]
+    measure: Callable[[Server, float], dict[str, float]]
+    metrics: list[Metric]
+    rounds: int
+    results: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    seconds: float
+    wrkSeconds: int
+    idleClients: int
+    idleRounds: int
+    idleTimeout: float
+    burstClients: int
+    burstRounds: int
+    source: Path | None
+
+
+def rateMetrics(unit: str, goal: str, minimum: float, digits: int = 0) -> list[Metric]:
+    return [
+        Metric(
+            "rate",
+            "rate",
+            unit,
+            digits=digits,
+            goal=goal,
+            met=lambda n, r: r >= minimum,
+        )
+    ]
+
+
+def buildLoads(settings: Settings) -> dict[str, Load]:
+    def netdemos(extra: str = "", label: str = "netdemos") -> Target:
+        start = partial(servers.startNetdemos, extra, label, settings.source)
+        return Target(label, "subject", start)
+
+    def naive(service: str) -> Target:
+        return Target("naive", "baseline", partial(servers.startBaseline, service))
+
+    def peer(service: str) -> Target:
+        return Target("asyncio peer", "peer", partial(servers.startPeer, service))
+
+    def timed(
+        run: Callable[[Server, float], dict[str, float]],
+    ) -> Callable[[Server, float], dict[str, float]]:
+        return lambda server, startup: run(server, settings.seconds)
+
+    rounds = settings.rounds
+    return {
+        "echo": Load(
+            "echo ping-pong (50 conns, 64 B, 1 in flight)",
+            [netdemos(), naive("echo"), peer("echo")],
+            timed(loads.echoPingPong),
+            rateMetrics("messages/s", "ratio >= 0.95", 0.95),
+            rounds,
+        ),
+        "bulk": Load(
+            "echo bulk (4 conns, 16 KiB, 8 in flight)",
+            [netdemos(), naive("echo"), peer("echo")],
+            timed(loads.echoBulk),
+            rateMetrics("MB/s", "ratio >= 0.95", 0.95, digits=1),
+            rounds,
+        ),
+        "http": Load(
+            f"HTTP ({httpTool(settings)})",
+            [netdemos(), naive("http"), peer("http")],
+            lambda server, startup: loads.httpLoad()(server, settings.wrkSeconds),
+            rateMetrics("requests/s", "ratio >= 1.4", 1.4),
+            rounds,
+        ),
+        "chat": Load(
+            "chat fan-out (200 clients, 4 senders x 16 in flight, 64 B lines)",
+            [netdemos(), naive("chat"), peer("chat")],
+            timed(loads.chatFanOut),
+            rateMetrics("lines delivered/s", "ratio >= 3.0", 3.0),
+            rounds,
+        ),
+        "idle": Load(
+            f"idle chat ({settings.idleClients} connections)",
+            [netdemos(), naive("chat"), peer("chat")],
+            lambda server, startup: loads.chatIdle(
+                server, settings.idleClients, settings.idleTimeout
+            ),
+            [
+                Metric(
+                    "rss",
+                    "RSS per connection",
+                    "KB",
+                    scale=1e-3,
+                    digits=2,
+                    goal="<= 10 KB",
+                    met=lambda n, r: n <= 10e3,
+                ),
+                Metric(
+                    "fanout",
+                    "one line reaches all",
+                    "ms",
+                    scale=1e3,
+                    goal="< 1000 ms",
+                    met=lambda n, r: n < 1.0,
+                ),
+                Metric("settle", "all joined, server idle", "s", digits=1),
+            ],
+            settings.idleRounds,
+        ),
+        "startup": Load(
+            "startup (exec to every port accepting)",
+            # The naive reference is the web script: the heaviest import.
+            [netdemos(), naive("http")],
+            lambda server, startup: {"startup": startup},
+            [
+                Metric(
+                    "startup",
+                    "startup",
+                    "ms",
+                    scale=1e3,
+                    goal="< 1000 ms",
+                    met=lambda n, r: n < 1.0,
+                )
+            ],
+            rounds,
+        ),
+        "burst": Load(
+            f"connection burst ({settings.burstClients} echo connections at once)",
+            [
+                netdemos(),
+                naive("echo"),
+                netdemos(":backlog=1024", "netdemos backlog=1024"),
+                peer("echo"),
+            ],
+            lambda server, startup: {
+                "burst": loads.connectionBurst(server, settings.burstClients, 90)
+            },
+            [Metric("burst", "all accepted", "s", digits=2)],
+            settings.burstRounds,
+        ),
+    }
+
+
+def httpTool(settings: Settings) -> str:
+    if shutil.which("wrk"):
+        return f"wrk -t1 -c50 -d{settings.wrkSeconds}s"
+    return f"own keep-alive client, 50 conns, {settings.seconds:g}s"
+
+
+def runLoad(load: Load) -> None:
+    """
+    Measure every target of C{load}, alternating, for C{load.rounds} rounds.
+    """
+    for target in load.targets:
+        load.results[target.label] = []
+    for round in range(1, load.rounds + 1):
+        for target in load.targets:
+            server = target.start()
+            try:
+                startup = server.waitAccepting()
+                values = load.measure(server, startup)
+            except (loads.LoadError, RuntimeError, OSError) as e:
+                values = {}
+                load.errors.append(f"{target.label}, round {round}: {e}")
+            finally:
+                server.stop()
+            load.results[target.label].append(values)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items()) or "failed"
+            progress(f"  {load.name} | round {round} | {target.label}: {shown}")
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def column(load: Load, label: str, key: str) -> list[float]:
+    return [each.get(key, math.nan) for each in load.results.get(label, [])]
+
+
+def tableRows(load: Load) -> list[str]:
+    baseline = next(t.label for t in load.targets if t.role == "baseline")
+    peers = [t.label for t in load.targets if t.role == "peer"]
+    rows = []
+    for metric in load.metrics:
+        base = column(load, baseline, metric.key)
+        for subject in (t.label for t in load.targets if t.role == "subject"):
+            mine = column(load, subject, metric.key)
+            ratio = median([a / b for a, b in zip(mine, base, strict=True) if b])
+            value, reference = median(mine), median(base)
+            ceiling = median(column(load, peers[0], metric.key)) if peers else math.nan
+            busy = "/".join(
+                fmt(median(column(load, label, "busy")) * 100, 0)
+                for label in (subject, baseline, *peers)
+            )
+            verdict = ""
+            if metric.met is not None and subject == "netdemos":
+                verdict = "yes" if metric.met(value, ratio) else "**no**"
+            rows.append(
+                f"| {load.name} | {metric.title} ({metric.unit}) | {subject} "
+                f"| {fmt(value * metric.scale, metric.digits)} "
+                f"| {fmt(reference * metric.scale, metric.digits)} "
+                f"| {fmt(ratio, 2)} "
+                f"| {fmt(ceiling * metric.scale, metric.digits)} "
+                f"| {busy if busy.strip('/') else ''} "
+                f"| {metric.goal} | {verdict} |"
+            )
+    return rows
+
+
+def fmt(value: float, digits: int) -> str:
+    return "" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def machine(settings: Settings) -> list[str]:
+    import twisted
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    where = subprocess.run(
+        [sys.executable, "-c", "import netdemos; print(netdemos.__file__)"],
+        capture_output=True,
+        text=True,
+        env=servers._childEnvironment(settings.source),
+        cwd="/",
+    ).stdout.strip()
+    wrk = shutil.which("wrk") or "not installed"
+    return [
+        f"- command: `{' '.join(['python', '-m', 'bench', *sys.argv[1:]])}`",
+        f"- machine: {servers.os.cpu_count()} cores ({cpu}),"
+        f" {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}, Twisted {twisted.__version__},"
+        f" netdemos from {where}, wrk: {wrk}",
+        f"- servers pinned to CPU {servers.SERVER_CPU}, generator/wrk to CPU"
+        f" {servers.GENERATOR_CPU}; {settings.rounds} rounds of"
+        f" {settings.seconds:g}s (+{loads.WARMUP:g}s warm-up), alternating",
+        f"- server logs (netdemos logs as twistd -n does, to stdout): "
+        f"{servers.logDirectory()}",
+    ]
+
+
+def report(selected: list[Load], settings: Settings, elapsed: float) -> str:
+    lines = ["# netdemos benchmark", "", *machine(settings), ""]
+    lines.append(
+        "| Load | Metric | subject | subject median | naive median "
+        "| subject/naive (median of ratios) | asyncio peer median (ceiling) "
+        "| server CPU % subj/naive/peer | Target | Met |"
+    )
+    lines.append("|" + "---|" * 10)
+    for load in selected:
+        lines.extend(tableRows(load))
+    errors = [f"- {load.name}: {e}" for load in selected for e in load.errors]
+    if errors:
+        lines += ["", "Failures:", *errors]
+    lines += ["", f"Total time: {elapsed:.0f}s."]
+    return "\n".join(lines)
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def raiseFileLimit() -> None:
+    # 10,000 clients here and 10,000 connections in the server; the servers
+    # inherit this limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def parseArguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke test: short")
+    parser.add_argument(
+        "--only", default=",".join(LOAD_NAMES), help="comma-separated loads"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per load (default 5)")
+    parser.add_argument(
+        "--idle-clients", type=int, help="connections for the idle test (10000)"
+    )
+    parser.add_argument(
+        "--netdemos-source",
+        type=Path,
+        help="directory holding a netdemos package to run instead of the installed",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile netdemos with py-spy under chat fan-out and HTTP",
+    )
+    return parser.parse_args(argv)
+
+
+def settingsFrom(args: argparse.Namespace) -> Settings:
+    quick = args.quick
+    rounds = args.rounds or (2 if quick else 5)
+    return Settings(
+        rounds=rounds,
+        seconds=1.0 if quick else 3.0,
+        wrkSeconds=2 if quick else 5,
+        idleClients=args.idle_clients or (2000 if quick else 10000),
+        # netdemos needs minutes to admit 10,000 chat clients (see the report),
+        # so the idle load runs fewer rounds than the others.
+        idleRounds=1 if quick else min(rounds, 2),
+        idleTimeout=60.0 if quick else 150.0,
+        burstClients=2000 if quick else 10000,
+        burstRounds=1 if quick else min(rounds, 3),
+        source=args.netdemos_source,
+    )
+
+
+def main(argv: list[str]) -> None:
+    args = parseArguments(argv)
+    settings = settingsFrom(args)
+    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(wanted) - set(LOAD_NAMES)
+    if unknown:
+        raise SystemExit(f"unknown loads: {', '.join(sorted(unknown))}")
+    raiseFileLimit()
+    servers.pinToGeneratorCPU()
+    began = time.perf_counter()
+    allLoads = buildLoads(settings)
+    selected = [allLoads[name] for name in wanted]
+    for load in selected:
+        progress(f"{load.name}:")
+        runLoad(load)
+    print(report(selected, settings, time.perf_counter() - began))
+    if args.profile:
+        from bench import profiling
+
+        print(profiling.profileAll(settings.seconds * 2, settings.source))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,94 @@
+"""
+Fast reference servers, to show the load generator is not the bottleneck.
+
+Each does the least its protocol allows with plain asyncio: the echo peer
+writes back what it reads, the HTTP peer answers every request head with a
+canned response, the chat peer relays each line to everyone, unchanged.  If
+the generator drives one of these faster than it drives netdemos, the figure
+for netdemos measures netdemos and not the generator ("generator ceiling").
+
+Run as C{python -m bench.peers echo|http|chat PORT}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 17\r\n\r\n"
+    b"I am request #42\n"
+)
+
+
+class EchoPeer(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class HttpPeer(asyncio.Protocol):
+    """
+    Answer each request head (ended by a blank line) with the same response.
+
+    Keeps only the last three bytes between reads, so a head split across
+    reads is still counted once; bodies are not expected.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.tail = b""
+
+    def data_received(self, data: bytes) -> None:
+        data = self.tail + data
+        heads = data.count(b"\r\n\r\n")
+        self.tail = data[-3:]
+        if heads:
+            self.transport.write(_RESPONSE * heads)
+
+
+class ChatPeer(asyncio.Protocol):
+    """
+    Relay every complete line to every connection, the sender included.
+    """
+
+    def __init__(self, members: set[ChatPeer]) -> None:
+        self.members = members
+        self.partial = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.members.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.members.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        data = self.partial + data
+        end = data.rfind(b"\n") + 1
+        self.partial = data[end:]
+        if end:
+            lines = data[:end]
+            for member in self.members:
+                member.transport.write(lines)
+
+
+async def serve(kind: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    members: set[ChatPeer] = set()
+    factories = {
+        "echo": EchoPeer,
+        "http": HttpPeer,
+        "chat": lambda: ChatPeer(members),
+    }
+    server = await loop.create_server(factories[kind], "127.0.0.1", port, backlog=4096)
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1], int(sys.argv[2])))
