@@ -3,9 +3,10 @@ Fast reference servers, to show the load generator is not the bottleneck.
 
 Each does the least its protocol allows with plain asyncio: the echo peer
 writes back what it reads, the HTTP peer answers every request head with a
-canned response, the chat peer relays each line to everyone, unchanged.  If
-the generator drives one of these faster than it drives netdemos, the figure
-for netdemos measures netdemos and not the generator ("generator ceiling").
+canned response, the chat peer relays lines to everyone, unchanged, in one
+write per member per turn of the event loop.  If the generator drives one of
+these faster than it drives netdemos, the figure for netdemos measures
+netdemos and not the generator ("generator ceiling").
 
 Run as C{python -m bench.peers echo|http|chat PORT}.
 """
@@ -51,40 +52,59 @@ class HttpPeer(asyncio.Protocol):
             self.transport.write(_RESPONSE * heads)
 
 
+class Relay:
+    """
+    The chat peer's room: lines read during one turn of the event loop go to
+    every member in one write at the end of the turn (as netdemos does).
+    """
+
+    def __init__(self) -> None:
+        self.members: set[ChatPeer] = set()
+        self.pending: list[bytes] = []
+
+    def say(self, lines: bytes) -> None:
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.append(lines)
+
+    def flush(self) -> None:
+        data, self.pending = b"".join(self.pending), []
+        for member in self.members:
+            member.transport.write(data)
+
+
 class ChatPeer(asyncio.Protocol):
     """
     Relay every complete line to every connection, the sender included.
     """
 
-    def __init__(self, members: set[ChatPeer]) -> None:
-        self.members = members
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
         self.partial = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.members.add(self)
+        self.relay.members.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.members.discard(self)
+        self.relay.members.discard(self)
 
     def data_received(self, data: bytes) -> None:
         data = self.partial + data
         end = data.rfind(b"\n") + 1
         self.partial = data[end:]
         if end:
-            lines = data[:end]
-            for member in self.members:
-                member.transport.write(lines)
+            self.relay.say(data[:end])
 
 
 async def serve(kind: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    members: set[ChatPeer] = set()
+    relay = Relay()
     factories = {
         "echo": EchoPeer,
         "http": HttpPeer,
-        "chat": lambda: ChatPeer(members),
+        "chat": lambda: ChatPeer(relay),
     }
     server = await loop.create_server(factories[kind], "127.0.0.1", port, backlog=4096)
     await server.serve_forever()
