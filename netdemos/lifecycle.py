@@ -35,6 +35,18 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 STATUS_INTERVAL = 10.0
 
 
+class StartupError(SystemExit, Exception):
+    """
+    The server cannot start; the message says why, in one line.
+
+    Both a L{SystemExit} and an L{Exception}, on purpose.  twistd handles an
+    L{Exception} raised while starting (it tells the parent process of a
+    daemon, which would otherwise wait forever, and removes the pid file) and
+    then re-raises it; as a L{SystemExit}, Python then prints just the message
+    and exits with status 1, instead of printing a traceback.
+    """
+
+
 class Drainable(TypingProtocol):
     """
     What a service's factory offers for a graceful stop.
@@ -82,7 +94,7 @@ class NetdemosService(MultiService):
             super().privilegedStartService()
         except CannotListenError as e:
             interface = e.interface or "all interfaces"
-            raise SystemExit(
+            raise StartupError(
                 f"netdemos: cannot listen on port {e.port} on {interface}:"
                 f" {e.socketError}"
             ) from e

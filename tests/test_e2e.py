@@ -543,6 +543,31 @@ def test_busyPortExitsWithMessageNamingIt(tmp_path: Path) -> None:
     assert "Traceback" not in result.stdout, result.stdout
 
 
+def test_busyPortInDaemonModeEndsTheParentToo(tmp_path: Path) -> None:
+    """
+    Daemonized (no -n), a busy port still ends twistd at once: the parent,
+    which waits for the daemon to report, exits non-zero with the message, and
+    the pid file is removed.
+
+    A plain SystemExit in the daemon would skip twistd's report to its parent,
+    which would then wait forever.
+    """
+    pidfile = tmp_path / "twistd.pid"
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runTwistd(
+            tmp_path,
+            [f"--pidfile={pidfile}", f"--logfile={tmp_path / 'twistd.log'}"]
+            + ["netdemos", f"--echo={loopbackEndpoint(port)}"]
+            + ["--http=none", "--chat=none"],
+        )
+    assert result.returncode == 1, result.stdout
+    assert f"cannot listen on port {port}" in result.stdout, result.stdout
+    assert not pidfile.exists()
+
+
 def test_twistdFindsTheInstalledPlugin(tmp_path: Path) -> None:
     """
     C{twistd --help}, run away from the source tree, lists netdemos.

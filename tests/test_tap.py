@@ -152,6 +152,9 @@ class MakeServiceTests(SynchronousTestCase):
 
         service = tap.makeService(parse("--http=none", "--chat=none"), BusyReactor())
         error = self.assertRaises(SystemExit, service.privilegedStartService)
+        # twistd reports an Exception to a daemon's waiting parent; see
+        # StartupError.
+        self.assertIsInstance(error, Exception)
         self.assertEqual(
             str(error),
             "netdemos: cannot listen on port 1234 on all interfaces:"
