@@ -166,16 +166,17 @@ class CounterResource(Resource):
         self.requestsServed = 0
 
     def render(self, request: IRequest) -> bytes:
+        # Not Resource.render: it would answer 501, not 405, for the methods
+        # twisted.web does not know (PUT, DELETE, ...), with an HTML page.
         self.requestsServed += 1
-        # Resource.render would answer 501, not 405, for methods twisted.web
-        # does not know (PUT, DELETE, ...), with an HTML page.
-        if request.method not in self.allowedMethods:
-            request.setResponseCode(NOT_ALLOWED)
-            request.setHeader(b"allow", b", ".join(self.allowedMethods))
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"405 Method Not Allowed: use GET or HEAD\n"
-        result: bytes = super().render(request)
-        return result
+        if request.method == b"GET":
+            return self.render_GET(request)
+        if request.method == b"HEAD":
+            return self.render_HEAD(request)
+        request.setResponseCode(NOT_ALLOWED)
+        request.setHeader(b"allow", b", ".join(self.allowedMethods))
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"405 Method Not Allowed: use GET or HEAD\n"
 
     def render_GET(self, request: IRequest) -> bytes:
         self._setHeaders(request)
