@@ -286,14 +286,29 @@ def netdemosRunning(
         server.stop()
 
 
+def onFreshPortsUntilBound(
+    start: Callable[[], Netdemos], attempts: int = 3
+) -> Netdemos:
+    """
+    Call C{start}, which picks free ports and starts a server on them; again if
+    a port was taken in between.
+
+    A port found free may be taken (by any process's outgoing connection)
+    before twistd binds it.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except ServerExitedError as e:
+            if attempt == attempts or "already in use" not in e.output:
+                raise
+    raise AssertionError("unreachable")
+
+
 class Launcher:
     """
     Start netdemos servers for one test and stop them all when it ends.
     """
-
-    # A port found free may be taken (by any process's outgoing connection)
-    # before twistd binds it; then start again on other ports.
-    attempts = 3
 
     def __init__(self, workdir: Path, stack: ExitStack) -> None:
         self.workdir = workdir
@@ -307,20 +322,18 @@ class Launcher:
         free loopback ports each; a service with none is switched off.
         """
         counts = {"echo": echo, "http": http, "chat": chat}
-        for attempt in range(1, self.attempts + 1):
+
+        def startOnFreePorts() -> Netdemos:
             free = iter(freePorts(sum(counts.values())))
             ports = {
                 service: [next(free) for _ in range(count)]
                 for service, count in counts.items()
             }
-            try:
-                return self._stack.enter_context(
-                    netdemosRunning(self.workdir, ports, extra)
-                )
-            except ServerExitedError as e:
-                if attempt == self.attempts or "already in use" not in e.output:
-                    raise
-        raise AssertionError("unreachable")
+            return self._stack.enter_context(
+                netdemosRunning(self.workdir, ports, extra)
+            )
+
+        return onFreshPortsUntilBound(startOnFreePorts)
 
     def chatUser(
         self, port: int, reading: bool = True, receiveBuffer: int | None = None

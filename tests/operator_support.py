@@ -37,6 +37,7 @@ from e2e_support import (
     ServerExitedError,
     freePorts,
     loopbackEndpoint,
+    onFreshPortsUntilBound,
     subprocessEnvironment,
     twistdCommand,
 )
@@ -150,10 +151,6 @@ class OperatorLauncher:
     Start netdemos servers for one test and stop them all when it ends.
     """
 
-    # A port found free may be taken before twistd binds it; then start again
-    # on other ports.
-    attempts = 3
-
     def __init__(self, workdir: Path, stack: ExitStack) -> None:
         self.workdir = workdir
         self._stack = stack
@@ -173,7 +170,8 @@ class OperatorLauncher:
         C{--metrics} on another port if asked; then call C{waitUntilStarted}.
         """
         names = [*services, *(["metrics"] if metrics else [])]
-        for attempt in range(1, self.attempts + 1):
+
+        def startOnFreePorts() -> Netdemos:
             ports = {
                 name: [port]
                 for name, port in zip(names, freePorts(len(names)), strict=True)
@@ -189,14 +187,10 @@ class OperatorLauncher:
             if metrics:
                 args.append(f"--metrics={loopbackEndpoint(ports['metrics'][0])}")
             server = self._spawn([*args, *extra], ports, environ or {})
-            try:
-                waitUntilStarted(server)
-            except ServerExitedError as e:
-                if attempt == self.attempts or "already in use" not in e.output:
-                    raise
-                continue
+            waitUntilStarted(server)
             return server
-        raise AssertionError("unreachable")
+
+        return onFreshPortsUntilBound(startOnFreePorts)
 
     def _spawn(
         self, args: Sequence[str], ports: dict[str, list[int]], environ: dict[str, str]
