@@ -228,12 +228,20 @@ class OperatorOptionsTests(SynchronousTestCase):
         self.assertIn("--chat=ssl:6697:privateKey=/nonexistent.pem", str(error))
         self.assertNotIn("\n", str(error))
 
-    def test_badCounterFileIsRefused(self) -> None:
+    def counterFile(self, content: str) -> str:
+        """
+        Write C{content} to a counter file in a new directory; return its path.
+        """
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory)
         path = os.path.join(directory, "count")
         with open(path, "w") as f:
-            f.write("lots\n")
+            f.write(content)
+        return path
+
+    def test_badCounterFileIsRefused(self) -> None:
+        path = self.counterFile("lots\n")
+        directory = os.path.dirname(path)
         error = self.assertRaises(UsageError, parse, f"--counter-file={path}")
         self.assertIn(path, str(error))
         missingDir = os.path.join(directory, "missing", "count")
@@ -241,11 +249,7 @@ class OperatorOptionsTests(SynchronousTestCase):
         self.assertIn("cannot write in", str(error))
 
     def test_counterFileIsSavedOnStop(self) -> None:
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
-        path = os.path.join(directory, "count")
-        with open(path, "w") as f:
-            f.write("41\n")
+        path = self.counterFile("41\n")
         reactor = MemoryReactorClock()
         service = tap.makeService(parse(f"--counter-file={path}"), reactor)
         service.privilegedStartService()
