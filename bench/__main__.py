@@ -90,8 +90,12 @@ def rateMetrics(unit: str, goal: str, minimum: float, digits: int = 0) -> list[M
 
 
 def buildLoads(settings: Settings) -> dict[str, Load]:
-    def netdemos(extra: str = "", label: str = "netdemos") -> Target:
-        start = partial(servers.startNetdemos, extra, label, settings.source)
+    def netdemos(
+        extra: str = "",
+        label: str = "netdemos",
+        options: Callable[[], list[str]] = list,
+    ) -> Target:
+        start = partial(servers.startNetdemos, extra, label, settings.source, options)
         return Target(label, "subject", start)
 
     def naive(service: str) -> Target:
@@ -123,7 +127,15 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
         ),
         "http": Load(
             f"HTTP ({httpTool(settings)})",
-            [netdemos(), naive("http"), peer("http")],
+            [
+                netdemos(),
+                naive("http"),
+                netdemos(
+                    label="netdemos --counter-file --metrics",
+                    options=servers.operatorOptions,
+                ),
+                peer("http"),
+            ],
             lambda server, startup: loads.httpLoad()(server, settings.wrkSeconds),
             rateMetrics("requests/s", "ratio >= 1.4", 1.4),
             rounds,

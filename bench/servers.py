@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,7 +198,10 @@ def _spawn(
 
 
 def startNetdemos(
-    extra: str = "", name: str = "netdemos", source: Path | None = None
+    extra: str = "",
+    name: str = "netdemos",
+    source: Path | None = None,
+    options: Callable[[], list[str]] = list,
 ) -> Server:
     """
     Run C{twistd -n netdemos} with all three services on free ports.
@@ -205,13 +209,25 @@ def startNetdemos(
     Logging stays on, as a user runs it: C{-n} sends twistd's log to stdout,
     which goes to a file.  C{extra} is appended to every endpoint string
     (e.g. C{":backlog=1024"}).  C{source}, if given, is a directory holding
-    the C{netdemos} package to run instead of the installed one.
+    the C{netdemos} package to run instead of the installed one.  C{options}
+    makes more command-line options, afresh for each start.
     """
     ports = {service: freePort() for service in SERVICES}
-    argv = [twistdPath(), "-n", "--pidfile=", "netdemos"]
+    argv = [twistdPath(), "-n", "--pidfile=", "netdemos", *options()]
     for service, port in ports.items():
         argv.append(f"--{service}=tcp:{port}:interface=127.0.0.1{extra}")
     return _spawn(name, argv, ports, source)
+
+
+def operatorOptions() -> list[str]:
+    """
+    What an operator adds: a counter file (a new one each time) and metrics.
+    """
+    directory = tempfile.mkdtemp(prefix="netdemos-bench-counter-")
+    return [
+        f"--counter-file={directory}/count",
+        "--metrics=tcp:0:interface=127.0.0.1",
+    ]
 
 
 def startBaseline(service: str) -> Server:
