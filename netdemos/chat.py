@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
 )
@@ -34,7 +35,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
 
 log = Logger()
 
@@ -73,15 +74,16 @@ def clean(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").translate(_CONTROLS)
 
 
-def nameForAddress(address: IAddress) -> str:
+def nameForAddress(address: IAddress) -> str | None:
     """
-    Name a client by its own address, C{HOST:PORT} (C{[HOST]:PORT} for IPv6).
+    Name a client by its own address, C{HOST:PORT} (C{[HOST]:PORT} for IPv6);
+    L{None} for an address that names nobody, such as a UNIX socket's peer.
     """
     if isinstance(address, IPv4Address):
         return f"{address.host}:{address.port}"
     if isinstance(address, IPv6Address):
         return f"[{address.host}]:{address.port}"
-    return str(address)
+    return None
 
 
 class LineBuffer:
@@ -158,6 +160,18 @@ class ChatRoom:
         self._flushCall: IDelayedCall | None = None
         self.messagesRelayed = 0
         self.clientsDropped: Counter[str] = Counter()
+        self._anonymous = 0
+
+    def nameFor(self, address: IAddress) -> str:
+        """
+        A name for a newcomer: its address, or for a peer without one (a UNIX
+        socket's) C{local-N}, unique in this room.
+        """
+        name = nameForAddress(address)
+        while name is None or self.isTaken(name):
+            self._anonymous += 1
+            name = f"local-{self._anonymous}"
+        return name
 
     def __len__(self) -> int:
         return len(self._members)
@@ -187,7 +201,11 @@ class ChatRoom:
             return
         del self._members[client.name.casefold()]
         if len(self) < ANNOUNCE_LIMIT:
-            self.broadcast(f"* {client.name} {why}")
+            # Queued with what is being said, not sent at once: a client may
+            # leave (dropped as too slow) in the middle of a fan-out, and its
+            # notice must neither overtake that line nor start a fan-out of
+            # its own inside it.
+            self._queue(f"* {client.name} {why}\r\n".encode())
         log.info(
             "chat: {name} {why} ({count} in the room)",
             name=client.name,
@@ -229,7 +247,10 @@ class ChatRoom:
         room the writes are nearly all the work.
         """
         self.messagesRelayed += 1
-        self._said.append(f"<{sender.name}> {text}\r\n".encode())
+        self._queue(f"<{sender.name}> {text}\r\n".encode())
+
+    def _queue(self, line: bytes) -> None:
+        self._said.append(line)
         if self._flushCall is None:
             self._flushCall = self.clock.callLater(0, self.flush)
 
@@ -260,7 +281,7 @@ class ChatRoom:
                 client.deliver(data)
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class ChatClient(Protocol, TimeoutMixin):
     """
     One client in the room.
@@ -298,7 +319,7 @@ class ChatClient(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         self.room.connections.add(self)
         self.setTimeout(self.room.idleTimeout)
-        self.name = nameForAddress(self.transport.getPeer())
+        self.name = self.room.nameFor(self.transport.getPeer())
         self.transport.registerProducer(self, True)
         self.tell(
             f"* welcome, you are {self.name} ({len(self.room) + 1} in the room);"
@@ -316,7 +337,20 @@ class ChatClient(Protocol, TimeoutMixin):
             else:
                 self.lineReceived(line)
 
+    def readConnectionLost(self) -> None:
+        # The client has said all it will (nc -N, or a script that shuts down
+        # its sending side): answer what it said, then close.
+        self.room.flush()
+        self.close("left")
+
+    def writeConnectionLost(self) -> None:
+        # Only called after our own loseWriteConnection(), which chat never
+        # calls; IHalfCloseableProtocol requires it all the same.
+        pass
+
     def timeoutConnection(self) -> None:
+        if self.closing:
+            return
         self.room.clientsDropped["idle"] += 1
         self.tell(f"! idle for {self.room.idleTimeout:g} seconds; disconnecting")
         self.close("left (idle)")
@@ -400,13 +434,8 @@ class ChatClient(Protocol, TimeoutMixin):
     def loseConnection(self) -> None:
         """
         Close once what was sent has been written.
-
-        We are our transport's producer, and a transport with a producer
-        registered waits for it to unregister before closing, even while it is
-        paused; so unregister first.
         """
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        closeWhenSent(self.transport)
 
     def _dropAsTooSlow(self) -> None:
         self.room.clientsDropped["slow"] += 1

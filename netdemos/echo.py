@@ -24,7 +24,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
 
 log = Logger()
 
@@ -71,8 +71,9 @@ class Echo(Protocol, TimeoutMixin):
         self.loseConnection()
 
     def writeConnectionLost(self) -> None:
-        # The client will read nothing more; there is no point echoing.
-        self.loseConnection()
+        # Only called after our own loseWriteConnection(), which echo never
+        # calls; IHalfCloseableProtocol requires it all the same.
+        pass
 
     def timeoutConnection(self) -> None:
         log.info("echo: closing {peer}, idle", peer=self.transport.getPeer())
@@ -81,13 +82,8 @@ class Echo(Protocol, TimeoutMixin):
     def loseConnection(self) -> None:
         """
         Close once everything received has been echoed.
-
-        The transport is its own producer, and a transport with a producer
-        registered waits for it to unregister before closing, even while it is
-        paused; so unregister first.
         """
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        closeWhenSent(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)

@@ -28,6 +28,18 @@ class Closeable(Protocol):
     def loseConnection(self) -> None: ...
 
 
+def closeWhenSent(transport: Any) -> None:
+    """
+    Close C{transport} once everything written to it has been sent.
+
+    A transport with a producer registered waits for that producer to
+    unregister before it closes, even while the producer is paused (when the
+    peer is not reading, exactly the case that matters); so unregister first.
+    """
+    transport.unregisterProducer()
+    transport.loseConnection()
+
+
 class Connections:
     """
     The live connections of one service.

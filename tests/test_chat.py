@@ -5,12 +5,16 @@ Unit tests for L{netdemos.chat}: clients on string transports, a fake clock.
 from __future__ import annotations
 
 from chat_support import Room, received
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.address import UNIXAddress
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    StringTransportWithDisconnection,
+)
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos import chat
-from netdemos.chat import LineBuffer, clean
+from netdemos.chat import ChatClient, LineBuffer, clean
 
 
 class LineBufferTests(SynchronousTestCase):
@@ -310,6 +314,7 @@ class SlowConsumerTests(SynchronousTestCase):
         slowT.loseConnection = lambda: None  # type: ignore[method-assign]
         slow.pauseProducing()
         slow.tell("x" * 20)
+        room.clock.advance(0)  # the reactor's turn ends
         self.assertEqual(len(room.clock.getDelayedCalls()), 1)
         self.assertFalse(slowT.disconnected)
         room.clock.advance(chat.DROP_GRACE_SECONDS)
@@ -383,3 +388,62 @@ class BatchingTests(SynchronousTestCase):
         _, bobT = room.connect()
         self.assertEqual(len(received(bobT)), 1)  # only the welcome
         self.assertIn(b"<127.0.0.1:40001> before", received(aliceT))
+
+
+class EdgeCaseTests(SynchronousTestCase):
+    def test_peersWithoutAnAddressGetUniqueNames(self) -> None:
+        """
+        Clients on a UNIX socket have no peer address; each gets its own name
+        (a shared one would make each newcomer replace the last in the room).
+        """
+        room = Room()
+        clients = []
+        for _ in range(3):
+            client = room.factory.buildProtocol(None)
+            assert isinstance(client, ChatClient)
+            transport = StringTransportWithDisconnection(peerAddress=UNIXAddress(None))
+            transport.protocol = client
+            client.makeConnection(transport)
+            clients.append(client)
+        self.assertEqual(room.room.names(), ["local-1", "local-2", "local-3"])
+        clients[0].dataReceived(b"/nick local-9\n")
+        client = room.factory.buildProtocol(None)
+        assert isinstance(client, ChatClient)
+        client.makeConnection(StringTransportWithDisconnection())
+        self.assertEqual(len(room.room), 4)
+
+    def test_manySlowClientsDroppedInOneFanOut(self) -> None:
+        """
+        A line that pushes many stalled clients over the limit drops them all,
+        with no recursion (each drop notice is queued, not sent inside the
+        fan-out), and every reader gets the line before the drop notices.
+        """
+        room = Room(backlog=50)
+        reader, readerT = room.connect()
+        stalled = [room.connect() for _ in range(900)]
+        received(readerT)
+        for client, transport in stalled:
+            client.pauseProducing()
+            transport.clear()
+        reader.dataReceived(b"x" * 60 + b"\n")
+        lines = received(readerT)
+        self.assertEqual(lines[0], b"<127.0.0.1:40001> " + b"x" * 60)
+        self.assertEqual(len(lines), 1 + len(stalled))
+        self.assertTrue(all(b"was dropped (too slow)" in line for line in lines[1:]))
+        self.assertEqual(room.room.names(), ["127.0.0.1:40001"])
+
+    def test_halfCloseGetsRepliesThenClose(self) -> None:
+        """
+        A client that sends its lines and shuts down its sending side (nc -N,
+        scripts) still gets the answers, then the connection closes.
+        """
+        room = Room()
+        alice, aliceT = room.connect()
+        received(aliceT)
+        alice.dataReceived(b"hi\n/who\n")
+        alice.readConnectionLost()
+        self.assertEqual(
+            received(aliceT),
+            [b"<127.0.0.1:40001> hi", b"* in the room (1): 127.0.0.1:40001"],
+        )
+        self.assertFalse(aliceT.connected)
