@@ -20,7 +20,12 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    inlineCallbacks,
+    maybeDeferred,
+)
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -33,6 +38,12 @@ log = Logger()
 
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 STATUS_INTERVAL = 10.0
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, CannotListenError):
+        return str(error.socketError)
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class StartupError(SystemExit, Exception):
@@ -87,17 +98,19 @@ class NetdemosService(MultiService):
         self._statusLoop.clock = clock
 
     def privilegedStartService(self) -> None:
-        # Binding happens here, before twistd drops privileges.  A port that
-        # cannot be bound ends twistd with a one-line message naming it,
-        # rather than a traceback or a half-working server.
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            interface = e.interface or "all interfaces"
-            raise StartupError(
-                f"netdemos: cannot listen on port {e.port} on {interface}:"
-                f" {e.socketError}"
-            ) from e
+        # Binding happens here, before twistd drops privileges.  An endpoint
+        # that cannot listen (port in use, port out of range, no such
+        # directory for a UNIX socket...) ends twistd with a one-line message
+        # naming it, rather than a traceback or a half-working server.
+        Service.privilegedStartService(self)
+        for group in (self.listeners, self.admin):
+            for child in group:
+                try:
+                    child.privilegedStartService()
+                except Exception as e:
+                    raise StartupError(
+                        f"netdemos: cannot listen for {child.name}: {_reason(e)}"
+                    ) from e
 
     def startService(self) -> None:
         super().startService()
@@ -134,10 +147,18 @@ class NetdemosService(MultiService):
 
     @inlineCallbacks
     def _stop(self) -> Generator[Deferred[Any], object, None]:
-        yield self.listeners.stopService()
-        yield self._drain(list(self.factories.values()))
+        # Whatever fails on the way, state is still saved and the health
+        # listener still stops.
+        try:
+            yield self.listeners.stopService()
+            yield self._drain(list(self.factories.values()))
+        except Exception:
+            log.failure("netdemos: error while draining")
         for callback in self.onStopped:
-            callback()
+            try:
+                callback()
+            except Exception:
+                log.failure("netdemos: error while saving state")
         yield self.admin.stopService()
         log.info("netdemos: stopped")
 
@@ -166,6 +187,6 @@ class NetdemosService(MultiService):
             drained.callback(None)
 
         timer = self.clock.callLater(self.shutdownTimeout, hung)
-        closing = [service.close() for service in services]
+        closing = [maybeDeferred(service.close) for service in services]
         DeferredList(closing, consumeErrors=True).addCallback(allClosed)
         return drained

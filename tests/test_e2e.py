@@ -539,7 +539,33 @@ def test_busyPortExitsWithMessageNamingIt(tmp_path: Path) -> None:
             + ["--http=none", "--chat=none"],
         )
     assert result.returncode != 0, result.stdout
-    assert f"cannot listen on port {port}" in result.stdout, result.stdout
+    assert f"cannot listen for echo {loopbackEndpoint(port)}" in result.stdout, (
+        result.stdout
+    )
+    assert "Address already in use" in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tcp:99999:interface=127.0.0.1", "unix:/nonexistent/dir/sock"]
+)
+def test_endpointThatCannotListenExitsWithOneLineMessage(
+    tmp_path: Path, endpoint: str
+) -> None:
+    """
+    An endpoint that parses but cannot listen (a port out of range, a UNIX
+    socket in a missing directory) also ends twistd with one line naming it,
+    not a traceback.
+    """
+    result = runTwistd(
+        tmp_path,
+        ["-n", "--pidfile=", "netdemos", f"--echo={endpoint}"]
+        + ["--http=none", "--chat=none"],
+    )
+    assert result.returncode == 1, result.stdout
+    assert f"netdemos: cannot listen for echo {endpoint}: " in result.stdout, (
+        result.stdout
+    )
     assert "Traceback" not in result.stdout, result.stdout
 
 
@@ -564,7 +590,11 @@ def test_busyPortInDaemonModeEndsTheParentToo(tmp_path: Path) -> None:
             + ["--http=none", "--chat=none"],
         )
     assert result.returncode == 1, result.stdout
-    assert f"cannot listen on port {port}" in result.stdout, result.stdout
+    # twistd cuts the daemon's report to 100 bytes; the log has all of it.
+    assert "cannot listen for echo tcp:" in result.stdout, result.stdout
+    log = (tmp_path / "twistd.log").read_text()
+    assert f"cannot listen for echo {loopbackEndpoint(port)}" in log, log
+    assert "Address already in use" in log, log
     assert not pidfile.exists()
 
 

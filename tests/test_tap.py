@@ -157,8 +157,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(error, Exception)
         self.assertEqual(
             str(error),
-            "netdemos: cannot listen on port 1234 on all interfaces:"
-            " [Errno 98] Address in use",
+            "netdemos: cannot listen for echo tcp:1234: [Errno 98] Address in use",
         )
 
 
