@@ -483,7 +483,7 @@ class ChatFactory(Factory):
         self.connections = room.connections
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        if self.room.connections.isFull():
+        if self.room.connections.rejectIfFull():
             return RoomFull()
         return ChatClient(self.room)
 

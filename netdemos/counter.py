@@ -88,6 +88,10 @@ class PersistentCounter(RequestCounter):
     def next(self) -> int:
         number = super().next()
         if number > self._reserved:
+            # A synchronous write and fsync, on the reactor thread, once per
+            # block: a few milliseconds every thousand requests (measured in
+            # bench/), which keeps the code simple; a slow disk would stall
+            # every connection for that long.
             self._reserved = number - 1 + self.reserve
             writeCount(self.path, self._reserved)
         return number
@@ -280,7 +284,7 @@ class CounterSite(Site):
         self, addr: IAddress | None
     ) -> Protocol | None:
         # Twisted's stubs expect an HTTP channel; a full server answers 503.
-        if self.connections.isFull():
+        if self.connections.rejectIfFull():
             return ServiceUnavailable()
         channel: Protocol | None = super().buildProtocol(addr)
         return channel

@@ -111,7 +111,7 @@ class EchoFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Echo | None:
         # Returning None makes the listening port close the new connection.
-        if self.connections.isFull():
+        if self.connections.rejectIfFull():
             return None
         return Echo(self)
 

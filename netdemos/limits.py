@@ -44,7 +44,7 @@ class Connections:
     """
     The live connections of one service.
 
-    The service's factory asks L{isFull} before building a protocol, and each
+    The service's factory calls L{rejectIfFull} before building a protocol, and each
     protocol calls L{add} when it connects and L{remove} when it is gone.
 
     @ivar limit: most connections at once; past it new ones are turned away.
@@ -62,7 +62,7 @@ class Connections:
     def __len__(self) -> int:
         return len(self.live)
 
-    def isFull(self) -> bool:
+    def rejectIfFull(self) -> bool:
         """
         Say whether a new connection must be turned away; count it if so.
         """

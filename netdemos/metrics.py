@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from netdemos.chat import ChatFactory
-from netdemos.counter import CounterSite
+from netdemos.counter import DEFAULT_IDLE_TIMEOUT, CounterSite
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
 
@@ -41,11 +41,6 @@ class NetdemosCollector(Collector):
         http: CounterSite | None,
         chat: ChatFactory | None,
     ) -> None:
-        self._services = {
-            name: factory
-            for name, factory in (("echo", echo), ("http", http), ("chat", chat))
-            if factory is not None
-        }
         self._echo, self._http, self._chat = echo, http, chat
 
     def collect(self) -> Iterator[Metric]:
@@ -60,7 +55,10 @@ class NetdemosCollector(Collector):
             "Connections turned away.",
             labels=["service", "reason"],
         )
-        for name, factory in self._services.items():
+        services = (("echo", self._echo), ("http", self._http), ("chat", self._chat))
+        for name, factory in services:
+            if factory is None:
+                continue
             connections = factory.connections
             total.add_metric([name], connections.total)
             active.add_metric([name], len(connections))
@@ -146,7 +144,7 @@ def makeAdminSite(
     root.putChild(b"metrics", MetricsPage(registry))
     root.putChild(b"livez", HealthPage(server, readiness=False))
     root.putChild(b"readyz", HealthPage(server, readiness=True))
-    return QuietSite(root)
+    return QuietSite(root, timeout=DEFAULT_IDLE_TIMEOUT)
 
 
 class QuietSite(Site):

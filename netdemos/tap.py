@@ -246,7 +246,7 @@ def makeService(options: Options, reactor: Any = None) -> lifecycle.NetdemosServ
         reactor, Notifier(), shutdownTimeout=options["shutdown-timeout"]
     )
     maxConnections = options["max-connections"]
-    requestCounter = makeCounter(options["counter-file"])
+    requestCounter = makeCounter(options["counter-file"] if options["http"] else None)
     server.onStopped.append(requestCounter.save)
 
     echoFactory = echo.EchoFactory(

@@ -36,14 +36,14 @@ class ConnectionsTests(SynchronousTestCase):
     def test_fullOnlyAtTheLimitAndRejectionsCounted(self) -> None:
         connections = Connections(limit=2)
         first, second = Closeable(), Closeable()
-        self.assertFalse(connections.isFull())
+        self.assertFalse(connections.rejectIfFull())
         connections.add(first)
         connections.add(second)
-        self.assertTrue(connections.isFull())
-        self.assertTrue(connections.isFull())
+        self.assertTrue(connections.rejectIfFull())
+        self.assertTrue(connections.rejectIfFull())
         self.assertEqual(connections.rejected["limit"], 2)
         connections.remove(first)
-        self.assertFalse(connections.isFull())
+        self.assertFalse(connections.rejectIfFull())
         self.assertEqual((len(connections), connections.total), (1, 2))
 
     def test_whenEmptyFiresWhenTheLastOneGoes(self) -> None:
