@@ -119,18 +119,27 @@ def drain(
             recvOrFail(sockets[fd])
 
 
+def connectPolled(
+    port: int, count: int, events: int, nodelay: bool = True
+) -> tuple[list[socket.socket], dict[int, socket.socket], select.epoll]:
+    """
+    Open C{count} connections to C{port}, each registered with one epoll.
+    """
+    sockets = [connect(port, nodelay=nodelay) for _ in range(count)]
+    poller = select.epoll()
+    for s in sockets:
+        poller.register(s.fileno(), events)
+    return sockets, {s.fileno(): s for s in sockets}, poller
+
+
 def echoPingPong(server: Server, seconds: float, clients: int = 50) -> dict[str, float]:
     """
     Messages per second, with one 64-byte message in flight per client.
     """
     size = 64
     message = b"p" * size
-    sockets = [connect(server.ports["echo"]) for _ in range(clients)]
-    byFd = {s.fileno(): s for s in sockets}
+    sockets, byFd, poller = connectPolled(server.ports["echo"], clients, IN)
     owed = dict.fromkeys(byFd, size)
-    poller = select.epoll()
-    for fd in byFd:
-        poller.register(fd, IN)
     for s in sockets:
         s.send(message)
     count = 0
@@ -167,13 +176,11 @@ def echoBulk(
     and bytes sent but not yet echoed.
     """
     chunk = memoryview(b"b" * (size * inFlight))
-    sockets = [connect(server.ports["echo"], nodelay=False) for _ in range(clients)]
-    byFd = {s.fileno(): s for s in sockets}
+    sockets, byFd, poller = connectPolled(
+        server.ports["echo"], clients, IN | OUT, nodelay=False
+    )
     toSend = dict.fromkeys(byFd, size * inFlight)
     received = dict.fromkeys(byFd, 0)
-    poller = select.epoll()
-    for fd in byFd:
-        poller.register(fd, IN | OUT)
     total = 0
     window = Window(server, seconds)
     try:
@@ -228,12 +235,8 @@ def httpKeepAlive(
     """
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     marker = b"HTTP/1.1 "
-    sockets = [connect(server.ports["http"]) for _ in range(connections)]
-    byFd = {s.fileno(): s for s in sockets}
+    sockets, byFd, poller = connectPolled(server.ports["http"], connections, IN)
     tails = dict.fromkeys(byFd, b"")
-    poller = select.epoll()
-    for fd in byFd:
-        poller.register(fd, IN)
     for s in sockets:
         s.send(request)
     count = 0
@@ -276,11 +279,7 @@ def chatFanOut(
     the newlines it receives.  Fewer than about 16 in flight per sender leaves
     the server idle between round trips, measuring latency, not throughput.
     """
-    sockets = [connect(server.ports["chat"]) for _ in range(clients)]
-    byFd = {s.fileno(): s for s in sockets}
-    poller = select.epoll()
-    for fd in byFd:
-        poller.register(fd, IN)
+    sockets, byFd, poller = connectPolled(server.ports["chat"], clients, IN)
     # Let join announcements (netdemos makes some) pass before counting.
     server.waitIdle(quiet=0.2, timeout=30)
     drain(byFd, poller, 0.2)
