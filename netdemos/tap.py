@@ -141,7 +141,7 @@ class Options(usage.Options):
 
     def opt_echo(self, endpoint: str) -> None:
         """
-        Serve echo on ENDPOINT (default tcp:1234; e.g. --echo=tcp:7:interface=::).
+        Serve echo on ENDPOINT (default tcp:1234; e.g. --echo=tcp6:7).
         """
         self["echo"].append(endpoint)
 
