@@ -5,6 +5,7 @@ Tests for L{netdemos.tap}: options, and what L{makeService} listens on.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
@@ -259,3 +260,21 @@ class OperatorOptionsTests(SynchronousTestCase):
         self.successResultOf(service.stopService())
         with open(path) as f:
             self.assertEqual(f.read(), "42\n")
+
+
+class HelpExamplesTests(SynchronousTestCase):
+    def test_everyExampleInTheHelpParses(self) -> None:
+        """
+        The examples in C{--help} are what people copy: each one must parse.
+        """
+        texts = [str(parameter[3]) for parameter in tap.Options.optParameters]
+        texts += [
+            getattr(tap.Options, f"opt_{name}").__doc__ or ""
+            for name in ("echo", "http", "chat", "metrics")
+        ]
+        examples = re.findall(r"e\.g\. (--[\w-]+=[^\s)]+)", " ".join(texts))
+        self.assertEqual(len(examples), 10)
+        for example in examples:
+            if example.startswith("--counter-file="):
+                continue  # names a directory this machine need not have
+            parse(example)
