@@ -345,6 +345,17 @@ class Launcher:
         self._stack.callback(user.close)
         return user
 
+    def chatPair(self) -> tuple[Netdemos, ChatUser, ChatUser]:
+        """
+        Start a chat-only server with two users in the room, the first having
+        seen the second join.
+        """
+        server = self.start(chat=1)
+        first = self.chatUser(server.chatPort)
+        second = self.chatUser(server.chatPort)
+        first.inbox.waitForLine(f"* {second.name} joined (2 in the room)")
+        return server, first, second
+
 
 def readToEOF(connection: socket.socket, deadline: float) -> bytes:
     """

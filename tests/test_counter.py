@@ -8,28 +8,14 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet.address import IPv4Address
+from http_support import exchange
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos.counter import CounterSite, RequestCounter
 
 
-def exchange(site: CounterSite, request: bytes) -> bytes:
-    """
-    Send raw bytes to a new HTTP connection and return what the server wrote.
-    """
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-    assert channel is not None
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(request)
-    response: bytes = transport.value()
-    return response
-
-
-def get(path: bytes = b"/", method: bytes = b"GET") -> bytes:
+def requestFor(path: bytes = b"/", method: bytes = b"GET") -> bytes:
     return method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
@@ -43,8 +29,8 @@ class CounterTests(SynchronousTestCase):
         Each GET, whatever its path, takes the next number, starting at 1.
         """
         site = makeSite()
-        first = exchange(site, get(b"/"))
-        second = exchange(site, get(b"/some/where?x=1"))
+        first = exchange(site, requestFor(b"/"))
+        second = exchange(site, requestFor(b"/some/where?x=1"))
         self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertTrue(first.endswith(b"\r\n\r\nI am request #1\n"))
         self.assertTrue(second.endswith(b"\r\n\r\nI am request #2\n"))
@@ -55,7 +41,7 @@ class CounterTests(SynchronousTestCase):
         The body is plain UTF-8 text and must not be cached: a cached answer
         would hide the count.
         """
-        response = exchange(makeSite(), get())
+        response = exchange(makeSite(), requestFor())
         self.assertIn(b"\r\nContent-Type: text/plain; charset=utf-8\r\n", response)
         self.assertIn(b"\r\nCache-Control: no-store\r\n", response)
         self.assertIn(b"\r\nContent-Length: 16\r\n", response)
@@ -65,11 +51,11 @@ class CounterTests(SynchronousTestCase):
         HEAD gets GET's headers with no body, and does not move the count.
         """
         site = makeSite()
-        response = exchange(site, get(method=b"HEAD"))
+        response = exchange(site, requestFor(method=b"HEAD"))
         self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertIn(b"\r\nContent-Length: 16\r\n", response)
         self.assertTrue(response.endswith(b"\r\n\r\n"))
-        self.assertTrue(exchange(site, get()).endswith(b"I am request #1\n"))
+        self.assertTrue(exchange(site, requestFor()).endswith(b"I am request #1\n"))
 
     def test_otherMethodsAreNotAllowed(self) -> None:
         """
@@ -77,7 +63,7 @@ class CounterTests(SynchronousTestCase):
         """
         site = makeSite()
         for method in (b"POST", b"PUT", b"DELETE", b"OPTIONS", b"BREW"):
-            response = exchange(site, get(method=method))
+            response = exchange(site, requestFor(method=method))
             self.assertTrue(response.startswith(b"HTTP/1.1 405 "), response)
             self.assertIn(b"\r\nAllow: GET, HEAD\r\n", response)
         self.assertEqual(site.requestCounter.last, 0)
@@ -89,14 +75,14 @@ class CounterTests(SynchronousTestCase):
         site = makeSite()
         response = exchange(site, b"THIS IS NOT HTTP\r\n\r\n")
         self.assertTrue(response.startswith(b"HTTP/1.1 400 "), response)
-        self.assertTrue(exchange(site, get()).endswith(b"I am request #1\n"))
+        self.assertTrue(exchange(site, requestFor()).endswith(b"I am request #1\n"))
 
     def test_counterMayStartElsewhere(self) -> None:
         """
         The site uses the counter it is given, so a count can be carried over.
         """
         site = makeSite(counter=RequestCounter(start=41))
-        self.assertTrue(exchange(site, get()).endswith(b"I am request #42\n"))
+        self.assertTrue(exchange(site, requestFor()).endswith(b"I am request #42\n"))
 
     def test_noAccessLogByDefault(self) -> None:
         """
@@ -112,13 +98,13 @@ class CounterTests(SynchronousTestCase):
         site._logFormatter = formatter
         site.startFactory()
         self.addCleanup(site.stopFactory)
-        exchange(site, get())
+        exchange(site, requestFor())
         self.assertEqual(formatted, [])
         logged = makeSite(accessLog="-")
         logged._logFormatter = site._logFormatter
         logged.startFactory()
         self.addCleanup(logged.stopFactory)
-        exchange(logged, get())
+        exchange(logged, requestFor())
         self.assertEqual(len(formatted), 1)
 
     def test_accessLogToFile(self) -> None:
@@ -130,7 +116,7 @@ class CounterTests(SynchronousTestCase):
         path = os.path.join(directory, "access.log")
         site = makeSite(accessLog=path)
         site.startFactory()
-        exchange(site, get(b"/logged"))
+        exchange(site, requestFor(b"/logged"))
         site.stopFactory()
         with open(path, "rb") as f:
             lines = f.read().splitlines()

@@ -320,11 +320,8 @@ def test_lfAndCrlfClientsHearEachOtherInCrlf(launcher: Launcher) -> None:
     the wrong end of the connection (the server's address) would give every
     client the same name.
     """
-    server = launcher.start(chat=1)
+    server, lf, crlf = launcher.chatPair()
     port = server.chatPort
-    lf = launcher.chatUser(port)
-    crlf = launcher.chatUser(port)
-    lf.inbox.waitForLine(f"* {crlf.name} joined (2 in the room)")
     assert lf.name == f"127.0.0.1:{lf.connection.getsockname()[1]}"
     assert lf.localPort != port and crlf.localPort != port
 
@@ -358,11 +355,7 @@ def test_linesCannotSpoofOtherNamesOrSendControlCharacters(
     Otherwise a client could forge C{<admin> ...} lines, or clear and retitle
     other users' terminals with escape sequences.
     """
-    server = launcher.start(chat=1)
-    port = server.chatPort
-    mallory = launcher.chatUser(port)
-    victim = launcher.chatUser(port)
-    mallory.inbox.waitForLine(f"* {victim.name} joined (2 in the room)")
+    server, mallory, victim = launcher.chatPair()
 
     mallory.send(b"a\n<admin> b\n")
     mallory.send(b"x\x1b[2J\x1b]0;pwned\x07y\xc2\x9bz\x00\x7f\r\x08w\n")
@@ -389,11 +382,8 @@ def test_nickWhoAndJoinLeaveNotices(launcher: Launcher) -> None:
     These are the room's whole user interface; a taken nick that was accepted
     would let one client impersonate another.
     """
-    server = launcher.start(chat=1)
+    server, alice, bob = launcher.chatPair()
     port = server.chatPort
-    alice = launcher.chatUser(port)
-    bob = launcher.chatUser(port)
-    alice.inbox.waitForLine(f"* {bob.name} joined (2 in the room)")
 
     alice.send(b"/nick alice\n")
     alice.inbox.waitForLine("* you are now alice")

@@ -5,7 +5,7 @@ Tests for L{netdemos.limits} and the limits and timeouts of each service.
 from __future__ import annotations
 
 from chat_support import Room, received
-from twisted.internet.address import IPv4Address
+from http_support import PEER
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -15,8 +15,6 @@ from netdemos.chat import RoomFull
 from netdemos.counter import CounterSite
 from netdemos.echo import Echo, EchoFactory
 from netdemos.limits import Connections
-
-PEER = IPv4Address("TCP", "127.0.0.1", 5000)
 
 
 def connect(protocol: Protocol) -> StringTransportWithDisconnection:

@@ -5,28 +5,15 @@ Tests for L{netdemos.metrics}: the figures in C{/metrics}, and the health pages.
 from __future__ import annotations
 
 from chat_support import Room
-from twisted.internet.address import IPv4Address
+from http_support import PEER, get
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Site
 
 from netdemos.counter import CounterSite
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
 from netdemos.metrics import makeAdminSite
-
-PEER = IPv4Address("TCP", "127.0.0.1", 5000)
-
-
-def get(site: Site, path: bytes) -> bytes:
-    channel = site.buildProtocol(PEER)
-    assert channel is not None
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    response: bytes = transport.value()
-    return response
 
 
 class MetricsTests(SynchronousTestCase):

@@ -1,0 +1,31 @@
+"""
+Speak HTTP to a twisted.web site over a L{StringTransport}: no socket, no clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.web.server import Site
+
+PEER = IPv4Address("TCP", "127.0.0.1", 5000)
+
+
+def exchange(site: Site, request: bytes) -> bytes:
+    """
+    Send raw bytes to a new HTTP connection and return what the server wrote.
+    """
+    channel = site.buildProtocol(PEER)
+    assert channel is not None
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(request)
+    response: bytes = transport.value()
+    return response
+
+
+def get(site: Site, path: bytes) -> bytes:
+    """
+    C{GET path} on a new connection; the raw response.
+    """
+    return exchange(site, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
