@@ -17,7 +17,8 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from bench.servers import Server, acceptQueueLength, pinToGeneratorCPU
 
@@ -45,6 +46,18 @@ class Window:
         self.justOpened = False
         self._cpuAtOpen = 0.0
         self.serverBusy = 0.0
+        # What the load counts (messages, bytes, lines); zeroed as the window
+        # opens, so the warm-up does not count.
+        self.count = 0
+
+    def events(self, poller: select.epoll, timeout: float) -> Iterator[tuple[int, int]]:
+        """
+        The poller's events, until the window closes.
+        """
+        while self.running():
+            if self.justOpened:
+                self.count = 0
+            yield from poller.poll(timeout)
 
     def running(self) -> bool:
         now = time.perf_counter()
@@ -59,9 +72,9 @@ class Window:
         self.serverBusy = used / (now - self.opensAt)
         return False
 
-    def result(self, count: float) -> dict[str, float]:
+    def result(self, scale: float = 1.0) -> dict[str, float]:
         return {
-            "rate": count / (self.closesAt - self.opensAt),
+            "rate": self.count * scale / (self.closesAt - self.opensAt),
             "busy": self.serverBusy,
         }
 
@@ -119,17 +132,23 @@ def drain(
             recvOrFail(sockets[fd])
 
 
+@contextmanager
 def connectPolled(
     port: int, count: int, events: int, nodelay: bool = True
-) -> tuple[list[socket.socket], dict[int, socket.socket], select.epoll]:
+) -> Iterator[tuple[list[socket.socket], dict[int, socket.socket], select.epoll]]:
     """
-    Open C{count} connections to C{port}, each registered with one epoll.
+    Open C{count} connections to C{port}, each registered with one epoll;
+    close them all, and the epoll, on the way out.
     """
     sockets = [connect(port, nodelay=nodelay) for _ in range(count)]
     poller = select.epoll()
-    for s in sockets:
-        poller.register(s.fileno(), events)
-    return sockets, {s.fileno(): s for s in sockets}, poller
+    try:
+        for s in sockets:
+            poller.register(s.fileno(), events)
+        yield sockets, {s.fileno(): s for s in sockets}, poller
+    finally:
+        poller.close()
+        closeAll(sockets)
 
 
 def echoPingPong(server: Server, seconds: float, clients: int = 50) -> dict[str, float]:
@@ -138,28 +157,20 @@ def echoPingPong(server: Server, seconds: float, clients: int = 50) -> dict[str,
     """
     size = 64
     message = b"p" * size
-    sockets, byFd, poller = connectPolled(server.ports["echo"], clients, IN)
-    owed = dict.fromkeys(byFd, size)
-    for s in sockets:
-        s.send(message)
-    count = 0
     window = Window(server, seconds)
-    try:
-        while window.running():
-            if window.justOpened:
-                count = 0
-            for fd, _ in poller.poll(SPIN):
-                s = byFd[fd]
-                left = owed[fd] - len(recvOrFail(s))
-                while left <= 0:
-                    left += size
-                    count += 1
-                    s.send(message)
-                owed[fd] = left
-    finally:
-        poller.close()
-        closeAll(sockets)
-    return window.result(count)
+    with connectPolled(server.ports["echo"], clients, IN) as (sockets, byFd, poller):
+        owed = dict.fromkeys(byFd, size)
+        for s in sockets:
+            s.send(message)
+        for fd, _ in window.events(poller, SPIN):
+            s = byFd[fd]
+            left = owed[fd] - len(recvOrFail(s))
+            while left <= 0:
+                left += size
+                window.count += 1
+                s.send(message)
+            owed[fd] = left
+    return window.result()
 
 
 def echoBulk(
@@ -176,35 +187,29 @@ def echoBulk(
     and bytes sent but not yet echoed.
     """
     chunk = memoryview(b"b" * (size * inFlight))
-    sockets, byFd, poller = connectPolled(
-        server.ports["echo"], clients, IN | OUT, nodelay=False
-    )
-    toSend = dict.fromkeys(byFd, size * inFlight)
-    received = dict.fromkeys(byFd, 0)
-    total = 0
     window = Window(server, seconds)
-    try:
-        while window.running():
-            if window.justOpened:
-                total = 0
-            for fd, event in poller.poll(0.5):
-                s = byFd[fd]
-                if event & IN:
-                    n = len(recvOrFail(s))
-                    total += n
-                    # Each whole message echoed frees a slot for a new one.
-                    done, received[fd] = divmod(received[fd] + n, size)
-                    toSend[fd] += done * size
-                if toSend[fd]:
-                    try:
-                        toSend[fd] -= s.send(chunk[: toSend[fd]])
-                    except BlockingIOError:
-                        pass
-                poller.modify(fd, IN | OUT if toSend[fd] else IN)
-    finally:
-        poller.close()
-        closeAll(sockets)
-    return window.result(total / 1e6)
+    with connectPolled(server.ports["echo"], clients, IN | OUT, nodelay=False) as (
+        _,
+        byFd,
+        poller,
+    ):
+        toSend = dict.fromkeys(byFd, size * inFlight)
+        received = dict.fromkeys(byFd, 0)
+        for fd, event in window.events(poller, 0.5):
+            s = byFd[fd]
+            if event & IN:
+                n = len(recvOrFail(s))
+                window.count += n
+                # Each whole message echoed frees a slot for a new one.
+                done, received[fd] = divmod(received[fd] + n, size)
+                toSend[fd] += done * size
+            if toSend[fd]:
+                try:
+                    toSend[fd] -= s.send(chunk[: toSend[fd]])
+                except BlockingIOError:
+                    pass
+            poller.modify(fd, IN | OUT if toSend[fd] else IN)
+    return window.result(scale=1e-6)
 
 
 def httpWrk(server: Server, seconds: float, connections: int = 50) -> dict[str, float]:
@@ -235,28 +240,21 @@ def httpKeepAlive(
     """
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     marker = b"HTTP/1.1 "
-    sockets, byFd, poller = connectPolled(server.ports["http"], connections, IN)
-    tails = dict.fromkeys(byFd, b"")
-    for s in sockets:
-        s.send(request)
-    count = 0
     window = Window(server, seconds)
-    try:
-        while window.running():
-            if window.justOpened:
-                count = 0
-            for fd, _ in poller.poll(0.5):
-                s = byFd[fd]
-                data = tails[fd] + recvOrFail(s)
-                responses = data.count(marker)
-                tails[fd] = data[-(len(marker) - 1) :]
-                if responses:
-                    count += responses
-                    s.send(request * responses)
-    finally:
-        poller.close()
-        closeAll(sockets)
-    return window.result(count)
+    port = server.ports["http"]
+    with connectPolled(port, connections, IN) as (sockets, byFd, poller):
+        tails = dict.fromkeys(byFd, b"")
+        for s in sockets:
+            s.send(request)
+        for fd, _ in window.events(poller, 0.5):
+            s = byFd[fd]
+            data = tails[fd] + recvOrFail(s)
+            responses = data.count(marker)
+            tails[fd] = data[-(len(marker) - 1) :]
+            if responses:
+                window.count += responses
+                s.send(request * responses)
+    return window.result()
 
 
 def httpLoad() -> Callable[[Server, float], dict[str, float]]:
@@ -279,41 +277,33 @@ def chatFanOut(
     the newlines it receives.  Fewer than about 16 in flight per sender leaves
     the server idle between round trips, measuring latency, not throughput.
     """
-    sockets, byFd, poller = connectPolled(server.ports["chat"], clients, IN)
-    # Let join announcements (netdemos makes some) pass before counting.
-    server.waitIdle(quiet=0.2, timeout=30)
-    drain(byFd, poller, 0.2)
+    with connectPolled(server.ports["chat"], clients, IN) as (sockets, byFd, poller):
+        # Let join announcements (netdemos makes some) pass before counting.
+        server.waitIdle(quiet=0.2, timeout=30)
+        drain(byFd, poller, 0.2)
 
-    tokens: dict[int, bytes] = {}
-    lines: dict[int, bytes] = {}
-    tails: dict[int, bytes] = {}
-    for i, s in enumerate(sockets[:senders]):
-        fd = s.fileno()
-        tokens[fd] = b"@S%d@" % (i,)
-        lines[fd] = (tokens[fd] + b"." * 64)[:62] + b"\r\n"
-        tails[fd] = b""
-        s.send(lines[fd] * inFlight)
+        tokens: dict[int, bytes] = {}
+        lines: dict[int, bytes] = {}
+        tails: dict[int, bytes] = {}
+        for i, s in enumerate(sockets[:senders]):
+            fd = s.fileno()
+            tokens[fd] = b"@S%d@" % (i,)
+            lines[fd] = (tokens[fd] + b"." * 64)[:62] + b"\r\n"
+            tails[fd] = b""
+            s.send(lines[fd] * inFlight)
 
-    count = 0
-    window = Window(server, seconds)
-    try:
-        while window.running():
-            if window.justOpened:
-                count = 0
-            for fd, _ in poller.poll(0.5):
-                data = recvOrFail(byFd[fd])
-                count += data.count(b"\n")
-                token = tokens.get(fd)
-                if token is not None:
-                    data = tails[fd] + data
-                    back = data.count(token)
-                    tails[fd] = data[-(len(token) - 1) :]
-                    if back:
-                        byFd[fd].send(lines[fd] * back)
-    finally:
-        poller.close()
-        closeAll(sockets)
-    return window.result(count)
+        window = Window(server, seconds)
+        for fd, _ in window.events(poller, 0.5):
+            data = recvOrFail(byFd[fd])
+            window.count += data.count(b"\n")
+            token = tokens.get(fd)
+            if token is not None:
+                data = tails[fd] + data
+                back = data.count(token)
+                tails[fd] = data[-(len(token) - 1) :]
+                if back:
+                    byFd[fd].send(lines[fd] * back)
+    return window.result()
 
 
 def chatIdle(server: Server, clients: int, settleTimeout: float) -> dict[str, float]:
