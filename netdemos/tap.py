@@ -190,14 +190,17 @@ class Options(usage.Options):
         return endpoints
 
 
-def checkEndpoint(name: str, description: str) -> None:
+def checkEndpoint(name: str, description: str, reactor: Any = None) -> None:
     """
     Parse C{description} as a server endpoint, or explain in one line why not.
 
     Parsing does not listen (the reactor is only stored in the endpoint), but
     it does check the port number, the options, and for C{ssl:} the key files.
     """
-    from twisted.internet import reactor
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
 
     if description.startswith("ssl:") and not _haveTLS():
         raise usage.UsageError(

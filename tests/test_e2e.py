@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -512,6 +512,17 @@ def test_badEndpointExitsWithOneLineMessage(tmp_path: Path) -> None:
     assert "Traceback" not in result.stdout, result.stdout
 
 
+@contextmanager
+def portInUse() -> Iterator[int]:
+    """
+    A loopback port this process listens on, for as long as the block runs.
+    """
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
 def test_busyPortExitsWithMessageNamingIt(tmp_path: Path) -> None:
     """
     A port that is already in use ends twistd with a non-zero status and a
@@ -519,10 +530,7 @@ def test_busyPortExitsWithMessageNamingIt(tmp_path: Path) -> None:
 
     Otherwise a second instance would seem to start while serving nothing.
     """
-    with socket.socket() as taken:
-        taken.bind((LOOPBACK, 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with portInUse() as port:
         result = runTwistd(
             tmp_path,
             ["-n", "--pidfile=", "netdemos", f"--echo={loopbackEndpoint(port)}"]
@@ -569,10 +577,7 @@ def test_busyPortInDaemonModeEndsTheParentToo(tmp_path: Path) -> None:
     which would then wait forever.
     """
     pidfile = tmp_path / "twistd.pid"
-    with socket.socket() as taken:
-        taken.bind((LOOPBACK, 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with portInUse() as port:
         result = runTwistd(
             tmp_path,
             [f"--pidfile={pidfile}", f"--logfile={tmp_path / 'twistd.log'}"]
