@@ -96,6 +96,19 @@ def connect(port: int, nodelay: bool = True) -> socket.socket:
     return s
 
 
+def startConnecting(port: int) -> socket.socket:
+    """
+    Begin a non-blocking connect to C{port}; the caller polls for completion.
+    """
+    s = socket.socket()
+    s.setblocking(False)
+    code = s.connect_ex(("127.0.0.1", port))
+    if code not in (0, errno.EINPROGRESS):
+        s.close()
+        raise LoadError(f"connect failed: {errno.errorcode[code]}")
+    return s
+
+
 def closeAll(sockets: list[socket.socket]) -> None:
     # SO_LINGER 0 resets instead of closing, so thousands of closed clients
     # leave no TIME_WAIT behind to exhaust ephemeral ports in later rounds.
@@ -340,11 +353,7 @@ def chatIdle(server: Server, clients: int, settleTimeout: float) -> dict[str, fl
         while len(byFd) < clients:
             connecting = set()
             for _ in range(min(batch, clients - len(byFd))):
-                s = socket.socket()
-                s.setblocking(False)
-                code = s.connect_ex(("127.0.0.1", port))
-                if code not in (0, errno.EINPROGRESS):
-                    raise LoadError(f"connect failed: {errno.errorcode[code]}")
+                s = startConnecting(port)
                 byFd[s.fileno()] = s
                 connecting.add(s.fileno())
                 poller.register(s.fileno(), IN | OUT)
@@ -425,11 +434,7 @@ def connectionBurst(server: Server, clients: int, timeout: float) -> float:
     began = time.perf_counter()
     try:
         for i in range(clients):
-            s = socket.socket()
-            s.setblocking(False)
-            code = s.connect_ex(("127.0.0.1", port))
-            if code not in (0, errno.EINPROGRESS):
-                raise LoadError(f"connect failed: {errno.errorcode[code]}")
+            s = startConnecting(port)
             byFd[s.fileno()] = s
             waiting.add(s.fileno())
             poller.register(s.fileno(), IN | OUT)
