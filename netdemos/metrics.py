@@ -3,7 +3,9 @@ Metrics and health checks, served on their own endpoints (C{--metrics}).
 
 C{/metrics} is the Prometheus text format, produced by the official
 C{prometheus-client} library.  The figures are read from the services' own
-counters only when scraped, so metrics cost nothing per request or message.
+counters only when scraped, so metrics cost nothing per request or message;
+and at most once a second, so that scraping in a loop costs next to nothing
+either.
 C{/livez} answers 200 while the reactor runs; C{/readyz} answers 200 once every
 listener is up and 503 while the server drains.
 """
@@ -16,13 +18,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from netdemos.chat import ChatFactory
-from netdemos.counter import DEFAULT_IDLE_TIMEOUT, CounterSite
+from netdemos.counter import (
+    DEFAULT_IDLE_TIMEOUT,
+    REFUSAL_REASONS,
+    CounterSite,
+    GuardedSite,
+)
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
 
@@ -77,6 +84,14 @@ class NetdemosCollector(Collector):
                 "HTTP requests answered by this process.",
                 value=self._http.counterResource.requestsServed,
             )
+            refused = CounterMetricFamily(
+                "netdemos_http_requests_refused",
+                "HTTP requests refused before they were served.",
+                labels=["reason"],
+            )
+            for reason in REFUSAL_REASONS:
+                refused.add_metric([reason], self._http.refused[reason])
+            yield refused
         if self._chat is not None:
             room = self._chat.room
             yield CounterMetricFamily(
@@ -95,15 +110,31 @@ class NetdemosCollector(Collector):
 
 
 class MetricsPage(Resource):
-    isLeaf = True
+    """
+    C{/metrics}, rendered at most once every C{maxAge} seconds.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    Rendering reads C{/proc} and formats every figure, about a millisecond;
+    a client scraping in a loop would otherwise take the reactor from every
+    other service.  Prometheus scrapes every 15 s or so, and never notices.
+    """
+
+    isLeaf = True
+    maxAge = 1.0
+
+    def __init__(self, registry: CollectorRegistry, clock: IReactorTime) -> None:
         super().__init__()
         self._registry = registry
+        self._clock = clock
+        self._rendered = b""
+        self._renderedAt: float | None = None
 
     def render_GET(self, request: IRequest) -> bytes:
+        now = self._clock.seconds()
+        if self._renderedAt is None or now - self._renderedAt >= self.maxAge:
+            self._rendered = generate_latest(self._registry)
+            self._renderedAt = now
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self._registry)
+        return self._rendered
 
 
 class HealthPage(Resource):
@@ -133,23 +164,27 @@ def makeAdminSite(
     echo: EchoFactory | None,
     http: CounterSite | None,
     chat: ChatFactory | None,
-) -> Site:
+) -> GuardedSite:
     """
-    Build the site that serves C{/metrics}, C{/livez} and C{/readyz}.
+    Build the site that serves C{/metrics}, C{/livez} and C{/readyz}, on the
+    server's clock.
     """
     registry = CollectorRegistry()
     registry.register(NetdemosCollector(echo, http, chat))
     ProcessCollector(registry=registry)
     root = Resource()
-    root.putChild(b"metrics", MetricsPage(registry))
+    root.putChild(b"metrics", MetricsPage(registry, server.clock))
     root.putChild(b"livez", HealthPage(server, readiness=False))
     root.putChild(b"readyz", HealthPage(server, readiness=True))
-    return QuietSite(root, timeout=DEFAULT_IDLE_TIMEOUT)
+    return QuietSite(root, timeout=DEFAULT_IDLE_TIMEOUT, reactor=server.clock)
 
 
-class QuietSite(Site):
+class QuietSite(GuardedSite):
     """
     A site with no access log: probes every few seconds would flood it.
+
+    A L{GuardedSite}, like the counter: no health check sends a body, and a
+    client that does should not fill the disk through this port either.
     """
 
     def log(self, request: Request) -> None:

@@ -44,6 +44,13 @@ def _seconds(value: str) -> float:
     return number
 
 
+def _headerTimeout(value: str) -> float:
+    number = _seconds(value)
+    if number > counter.MAX_HEADER_TIMEOUT:
+        raise ValueError(f"{value} is more than {counter.MAX_HEADER_TIMEOUT:g} seconds")
+    return number
+
+
 def normalizeEndpoint(description: str) -> str:
     """
     Accept a bare port number as shorthand for C{tcp:PORT}.
@@ -109,6 +116,16 @@ class Options(usage.Options):
             " default (e.g. --idle-timeout=300). HTTP always closes idle"
             f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s.",
             _seconds,
+        ],
+        [
+            "http-header-timeout",
+            None,
+            counter.DEFAULT_HEADER_TIMEOUT,
+            "Seconds an HTTP client has, from a request's first byte, to send"
+            " all its headers, at most"
+            f" {counter.MAX_HEADER_TIMEOUT:g}; a slower one gets 408"
+            " (e.g. --http-header-timeout=5).",
+            _headerTimeout,
         ],
         [
             "shutdown-timeout",
@@ -259,6 +276,7 @@ def makeService(options: Options, reactor: Any = None) -> lifecycle.NetdemosServ
         requestCounter,
         accessLog=options["access-log"],
         maxConnections=maxConnections,
+        headerTimeout=options["http-header-timeout"],
         reactor=reactor,
     )
     room = chat.ChatRoom(

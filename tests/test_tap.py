@@ -273,7 +273,7 @@ class HelpExamplesTests(SynchronousTestCase):
             for name in ("echo", "http", "chat", "metrics")
         ]
         examples = re.findall(r"e\.g\. (--[\w-]+=[^\s)]+)", " ".join(texts))
-        self.assertEqual(len(examples), 10)
+        self.assertEqual(len(examples), 11)
         for example in examples:
             if example.startswith("--counter-file="):
                 continue  # names a directory this machine need not have
