@@ -194,7 +194,9 @@ class RefusalTests(SynchronousTestCase):
     def test_getOrHeadWithBodyGets413(self) -> None:
         """
         GET and HEAD with a body, chunked or not, get 413 (HEAD without a
-        body in the answer).
+        body in the answer).  C{Content-Length: 0} is no body: such a GET is
+        counted and such a POST gets the resource's 405, on a connection that
+        stays open.
         """
         requests = [
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", True),
@@ -212,11 +214,6 @@ class RefusalTests(SynchronousTestCase):
             self.assertEqual(self.site.refused["body"], number)
         self.assertEqual(self.site.requestCounter.last, 0)
 
-    def test_emptyBodyIsNoBody(self) -> None:
-        """
-        C{Content-Length: 0} is no body: GET is counted and POST gets the
-        resource's 405, on a connection that stays open.
-        """
         channel, transport = connect(self.site)
         channel.dataReceived(
             b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
@@ -226,13 +223,14 @@ class RefusalTests(SynchronousTestCase):
         self.assertIn(b"I am request #1\n", response)
         self.assertIn(b"HTTP/1.1 405 Method Not Allowed\r\n", response)
         self.assertFalse(transport.writeClosed or transport.disconnecting)
-        self.assertEqual(sum(self.site.refused.values()), 0)
+        self.assertEqual(self.site.refused["body"], 3)
 
     def test_lingerEndsAfterABoundedTimeOrAmount(self) -> None:
         """
         After a refusal the server discards what the client still sends, so
         that closing does not reset the connection before the answer is read;
-        but for at most LINGER_SECONDS and LINGER_BYTES, then it aborts.
+        but for at most LINGER_SECONDS and LINGER_BYTES, then it aborts.  If
+        the client closes first, no timer is left behind.
         """
         channel, transport = connect(self.site)
         channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
@@ -249,13 +247,11 @@ class RefusalTests(SynchronousTestCase):
         self.assertFalse(transport.disconnected)
         channel.dataReceived(b"x")
         self.assertTrue(transport.disconnected)
+        channel.connectionLost()
 
-    def test_clientClosingEndsTheLinger(self) -> None:
-        """
-        Once the client closes too, no timer is left behind.
-        """
         channel, transport = connect(self.site)
         channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
+        self.assertTrue(transport.writeClosed)
         channel.connectionLost()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -340,7 +336,7 @@ class HeaderTimeoutTests(SynchronousTestCase):
         """
         Idle time before a request is the idle timeout's business: a request
         sent 50 s after connecting, or after the previous answer, has its own
-        10 s.
+        10 s, and no more.
         """
         channel, transport = connect(self.site)
         for number in (1, 2):
@@ -349,7 +345,10 @@ class HeaderTimeoutTests(SynchronousTestCase):
             self.clock.advance(DEFAULT_HEADER_TIMEOUT - 0.1)
             channel.dataReceived(b"Host: x\r\n\r\n")
             self.assertTrue(transport.value().endswith(b"I am request #%d\n" % number))
-        self.assertFalse(transport.writeClosed or transport.disconnecting)
+        self.clock.advance(50)
+        channel.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(DEFAULT_HEADER_TIMEOUT)
+        self.assertIn(b"HTTP/1.1 408 Request Timeout\r\n", transport.value())
 
     def test_headerTimeoutIsASiteSetting(self) -> None:
         """
