@@ -4,6 +4,11 @@ The HTTP counter: every C{GET}, on any path, answers C{I am request #N}.
 The count lives in a L{RequestCounter} owned by the L{CounterSite}, the factory,
 not in a class attribute of the resource as in the textbook example.  With
 L{PersistentCounter} it survives restarts.
+
+A counter takes no request body, so its connections, L{GuardedChannel}s, refuse
+any request that has one without reading it, as well as oversize headers and
+headers that come too slowly: a hostile client costs bounded memory and time,
+and no disk.
 """
 
 from __future__ import annotations
@@ -216,7 +221,9 @@ class CounterResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
 
 
-def plainResponse(status: bytes, body: bytes, headers: bytes = b"") -> bytes:
+def plainResponse(
+    status: bytes, body: bytes, headers: bytes = b"", headOnly: bool = False
+) -> bytes:
     """
     A complete C{text/plain} response that closes the connection, written
     without twisted.web's L{Request}: for answering before, or instead of,
@@ -224,12 +231,15 @@ def plainResponse(status: bytes, body: bytes, headers: bytes = b"") -> bytes:
 
     @param status: the status code and reason, such as C{b"404 Not Found"}.
     @param headers: extra header lines, each ending in CRLF.
+    @param headOnly: leave the body out (but not its length), as the answer
+        to a C{HEAD}.
     """
-    return (
+    head = (
         b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n%s\r\n%s"
-        % (status, len(body), headers, body)
+        b"Content-Length: %d\r\nConnection: close\r\n%s\r\n"
+        % (status, len(body), headers)
     )
+    return head if headOnly else head + body
 
 
 class GuardedChannel(HTTPChannel):
@@ -315,7 +325,7 @@ class GuardedChannel(HTTPChannel):
                     "body",
                     b"413 Content Too Large",
                     b"413 Content Too Large: send no request body\n",
-                    withBody=method != b"HEAD",
+                    headOnly=method == b"HEAD",
                 )
             else:
                 self._refuse(
@@ -382,7 +392,7 @@ class GuardedChannel(HTTPChannel):
         status: bytes,
         body: bytes,
         headers: bytes = b"",
-        withBody: bool = True,
+        headOnly: bool = False,
     ) -> None:
         """
         Answer C{status} and close, reading nothing more of the request.
@@ -390,7 +400,8 @@ class GuardedChannel(HTTPChannel):
         @param reason: why, one of L{REFUSAL_REASONS}.
         """
         if self._lingerAllowance is not None:
-            return
+            return  # refused already
+        # Counted, not logged: a flood of bad requests must not flood the log.
         self.site.refused[reason] += 1
         self._receivingHeaders = False
         self._lingerAllowance = LINGER_BYTES
@@ -401,11 +412,8 @@ class GuardedChannel(HTTPChannel):
         self._deadline = self.callLater(LINGER_SECONDS, self._deadlinePassed)
         # Whatever else arrives goes to rawDataReceived, to be discarded.
         self.setRawMode()
-        response = plainResponse(status, body, headers)
-        if not withBody:
-            response = response[: len(response) - len(body)]
         assert self.transport is not None
-        self.transport.write(response)
+        self.transport.write(plainResponse(status, body, headers, headOnly))
         self._stopSending()
 
     def _stopSending(self) -> None:
@@ -486,6 +494,8 @@ class GuardedSite(Site):
         (see L{REFUSAL_REASONS}).
     """
 
+    # Plain HTTP/1.1 channels: this gives up twisted.web's HTTP/2 negotiation,
+    # which only applies to TLS with the h2 package anyway.
     protocol = GuardedChannel  # type: ignore[assignment]
 
     def __init__(
@@ -519,8 +529,6 @@ class CounterSite(GuardedSite):
     @ivar counterResource: the resource answering every request.
     """
 
-    # Plain HTTP/1.1 channels, which we can count; this gives up twisted.web's
-    # HTTP/2 negotiation, which only applies to TLS with the h2 package anyway.
     protocol = CountedChannel
 
     def __init__(
