@@ -59,29 +59,33 @@ def streamUntilCut(
     connection: socket.socket, most: int, deadline: float
 ) -> tuple[int, bytes]:
     """
-    Send as fast as the connection takes it, reading whatever comes back, until
-    the server has closed the connection, C{most} bytes are sent, or
-    C{deadline}; return how many bytes were sent and what arrived.
+    Send as fast as the connection takes it, as an attacker would, reading
+    whatever comes back, until the server cuts the connection off (sending
+    fails), C{most} bytes are sent, or C{deadline}; return how many bytes were
+    sent and what arrived.
+
+    A FIN from the server does not stop the sending: it only closes the
+    server's side.
     """
     connection.setblocking(False)
     chunk = b"x" * 65536
     sent = 0
     received = bytearray()
-    sending = True
-    while sent < most and time.monotonic() < deadline:
-        # Once sending fails, only the answer and the close are left to read.
-        writers = [connection] if sending else []
+    reading = sending = True
+    while (reading or sending) and sent < most and time.monotonic() < deadline:
         readable, writable, _ = select.select(
-            [connection], writers, [], max(0.0, deadline - time.monotonic())
+            [connection] if reading else [],
+            [connection] if sending else [],
+            [],
+            max(0.0, deadline - time.monotonic()),
         )
         if readable:
             try:
                 data = connection.recv(65536)
             except ConnectionResetError:
                 break
-            if not data:
-                break
             received += data
+            reading = bool(data)
         if writable:
             try:
                 sent += connection.send(chunk)
