@@ -261,6 +261,18 @@ class OperatorOptionsTests(SynchronousTestCase):
         with open(path) as f:
             self.assertEqual(f.read(), "42\n")
 
+    def test_httpHeaderTimeoutReachesTheSiteWithinItsBound(self) -> None:
+        """
+        --http-header-timeout sets the counter's header deadline (10 s by
+        default); it must be positive and at most the bound --help states.
+        """
+        _, ports = listening("--http-header-timeout=2.5")
+        sites = [f for _, f, _ in ports if isinstance(f, CounterSite)]
+        self.assertEqual([site.headerTimeout for site in sites], [2.5])
+        self.assertEqual(parse()["http-header-timeout"], 10)
+        for bad in ("0", "-1", "301", "soon"):
+            self.assertRaises(UsageError, parse, f"--http-header-timeout={bad}")
+
 
 class HelpExamplesTests(SynchronousTestCase):
     def test_everyExampleInTheHelpParses(self) -> None:
