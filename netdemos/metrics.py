@@ -89,7 +89,7 @@ class NetdemosCollector(Collector):
                 "Chat clients disconnected by the server.",
                 labels=["reason"],
             )
-            for reason in ("slow", "idle"):
+            for reason in ("slow", "memory", "idle"):
                 dropped.add_metric([reason], room.clientsDropped[reason])
             yield dropped
 

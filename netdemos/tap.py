@@ -37,6 +37,13 @@ def _positiveInt(value: str) -> int:
     return number
 
 
+def _rate(value: str) -> float:
+    number = float(value)
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{value} is not a rate: use 0 (no limit) or more")
+    return number
+
+
 def _seconds(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -90,6 +97,31 @@ class Options(usage.Options):
             chat.DEFAULT_BACKLOG,
             "Bytes of unsent output a chat client may have waiting before it is"
             " dropped as too slow (e.g. --chat-backlog=262144).",
+            _positiveInt,
+        ],
+        [
+            "chat-rate",
+            None,
+            chat.DEFAULT_RATE,
+            "Lines a second each chat client may send on average, commands"
+            " included; faster senders are slowed by pausing their reads, and 0"
+            " lifts the limit, for load tests (e.g. --chat-rate=0).",
+            _rate,
+        ],
+        [
+            "chat-burst",
+            None,
+            chat.DEFAULT_BURST,
+            "Lines a chat client may send at once before --chat-rate applies"
+            " (e.g. --chat-burst=200).",
+            _positiveInt,
+        ],
+        [
+            "chat-memory",
+            None,
+            chat.DEFAULT_MEMORY,
+            "Bytes of unsent output the whole chat room may hold; past it the"
+            " clients furthest behind are dropped (e.g. --chat-memory=16777216).",
             _positiveInt,
         ],
         [
@@ -267,6 +299,9 @@ def makeService(options: Options, reactor: Any = None) -> lifecycle.NetdemosServ
         backlog=options["chat-backlog"],
         maxConnections=maxConnections,
         idleTimeout=options["idle-timeout"],
+        rate=options["chat-rate"],
+        burst=options["chat-burst"],
+        memory=options["chat-memory"],
     )
     chatFactory = chat.ChatFactory(room)
 
