@@ -209,7 +209,9 @@ class TokenBucket:
         now = self._clock.seconds()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        if self._tokens < 1:
+        # (A hair under 1 counts: float rounding must not leave a client one
+        # ulp short of a token forever.)
+        if self._tokens < 1 - 1e-9:
             return False
         self._tokens -= 1
         return True
@@ -218,7 +220,8 @@ class TokenBucket:
         """
         Seconds until the next token, after a L{take} that failed.
         """
-        return (1 - self._tokens) / self.rate
+        # At least a millisecond: a clock at 1.7e9 s cannot add much less.
+        return max((1 - self._tokens) / self.rate, 0.001)
 
 
 class Turn:
