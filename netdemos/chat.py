@@ -72,7 +72,7 @@ LINES_PER_TURN = 256
 # The kernel's send buffer for a chat socket, in bytes (Linux doubles it).  Left
 # alone, Linux grows it to megabytes per socket for a client that is not
 # reading; chat lines are small, and this still fills a fast link.
-SEND_BUFFER = 32 * 1024
+SEND_BUFFER = 16 * 1024
 
 # Twisted's TCP transport pauses its producer once it holds this much unsent
 # data (FileDescriptor.bufferSize); used to estimate what a paused client holds.
