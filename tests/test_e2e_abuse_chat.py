@@ -271,9 +271,9 @@ def tcpMemoryBytes() -> int:
 
 
 # What 2000 clients that never read may cost while 400 KB is said: the room's
-# --chat-memory (64 MiB) plus Python's overhead, and in the kernel a fixed
-# 32 KiB send buffer per socket (16 KiB asked, doubled by Linux) plus what the clients' own receive buffers
-# hold.  Before these limits: 400-650 MB of RSS and over 1.6 GB of kernel memory.
+# --chat-memory (64 MiB) plus Python's overhead; in the kernel, a fixed 32 KiB
+# send buffer per socket (16 KiB asked, doubled by Linux) plus what the clients' own
+# receive buffers hold.  Before these limits: 783 MB of kernel memory here.
 RSS_BUDGET = 128 * MB
 TCP_BUDGET = 512 * MB
 
