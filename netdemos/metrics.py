@@ -21,7 +21,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from netdemos.chat import ChatFactory
+from netdemos.chat.tcp import ChatFactory
 from netdemos.counter import DEFAULT_IDLE_TIMEOUT, CounterSite
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService

@@ -17,7 +17,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.python import usage
 
-from netdemos import chat, counter, echo, lifecycle, limits
+from netdemos import counter, echo, lifecycle, limits
+from netdemos.chat import room as chatroom
+from netdemos.chat import tcp as chat
 from netdemos.notify import Notifier
 
 SERVICES = ("echo", "http", "chat")
@@ -119,7 +121,7 @@ class Options(usage.Options):
         [
             "chat-memory",
             None,
-            chat.DEFAULT_MEMORY,
+            chatroom.DEFAULT_MEMORY,
             "Bytes of unsent output the whole chat room may hold; past it the"
             " clients furthest behind are dropped (e.g. --chat-memory=16777216).",
             _positiveInt,
@@ -293,17 +295,16 @@ def makeService(options: Options, reactor: Any = None) -> lifecycle.NetdemosServ
         maxConnections=maxConnections,
         reactor=reactor,
     )
-    room = chat.ChatRoom(
+    chatFactory = chat.ChatFactory(
+        chatroom.ChatRoom(reactor, memory=options["chat-memory"]),
         reactor,
         maxLine=options["max-line"],
         backlog=options["chat-backlog"],
-        maxConnections=maxConnections,
-        idleTimeout=options["idle-timeout"],
         rate=options["chat-rate"],
         burst=options["chat-burst"],
-        memory=options["chat-memory"],
+        maxConnections=maxConnections,
+        idleTimeout=options["idle-timeout"],
     )
-    chatFactory = chat.ChatFactory(room)
 
     factories: dict[str, Any] = {"echo": echoFactory, "http": site, "chat": chatFactory}
     for name in SERVICES:

@@ -8,14 +8,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from netdemos.chat import (
-    DEFAULT_BURST,
-    DEFAULT_MEMORY,
-    DEFAULT_RATE,
-    ChatClient,
-    ChatFactory,
-    ChatRoom,
-)
+from netdemos.chat.room import DEFAULT_MEMORY, ChatRoom
+from netdemos.chat.tcp import DEFAULT_BURST, DEFAULT_RATE, ChatClient, ChatFactory
 
 
 class RoomTransport(StringTransportWithDisconnection):
@@ -56,15 +50,15 @@ class Room:
         memory: int = DEFAULT_MEMORY,
     ) -> None:
         self.clock = Clock()
-        self.room = ChatRoom(
+        self.room = ChatRoom(self.clock, memory=memory)
+        self.factory = ChatFactory(
+            self.room,
             self.clock,
             maxLine=maxLine,
             backlog=backlog,
             rate=rate,
             burst=burst,
-            memory=memory,
         )
-        self.factory = ChatFactory(self.room)
         self._nextPort = 40000
 
     def connect(self) -> tuple[ChatClient, RoomTransport]:

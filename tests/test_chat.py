@@ -13,9 +13,14 @@ from twisted.internet.testing import (
 )
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
-from netdemos import chat
-from netdemos.chat import ChatClient, LineBuffer, clean
+from netdemos.chat import room as chatroom
+from netdemos.chat import tcp as chat
+from netdemos.chat.lines import LineBuffer, clean
+from netdemos.chat.rate import TokenBucket
+from netdemos.chat.room import IMember
+from netdemos.chat.tcp import ChatClient
 
 
 class LineBufferTests(SynchronousTestCase):
@@ -129,7 +134,7 @@ class ChatRoomTests(SynchronousTestCase):
         each would be written to everyone, so a crowd arriving would cost
         O(N * N) writes.
         """
-        self.patch(chat, "ANNOUNCE_LIMIT", 3)
+        self.patch(chatroom, "ANNOUNCE_LIMIT", 3)
         room = Room()
         _, firstT = room.connect()
         transports = [room.connect()[1] for _ in range(2)]
@@ -421,7 +426,7 @@ class EdgeCaseTests(SynchronousTestCase):
         """
         # Every notice, however fast they come: the room's announcement rate is
         # tested on its own.
-        self.patch(chat, "ANNOUNCE_BURST", 10_000)
+        self.patch(chatroom, "ANNOUNCE_BURST", 10_000)
         room = Room(backlog=50)
         reader, readerT = room.connect()
         stalled = [room.connect() for _ in range(900)]
@@ -584,7 +589,7 @@ class FairReadingTests(SynchronousTestCase):
         client renaming itself over and over cannot make the room write to
         everyone.
         """
-        self.patch(chat, "ANNOUNCE_LIMIT", 2)
+        self.patch(chatroom, "ANNOUNCE_LIMIT", 2)
         room = Room()
         alice, aliceT = room.connect()
         _, bobT = room.connect()
@@ -601,8 +606,8 @@ class FairReadingTests(SynchronousTestCase):
         announced to everyone: past the room's announcement burst, joins and
         departures go unannounced until the rate allows again.
         """
-        self.patch(chat, "ANNOUNCE_BURST", 3)
-        self.patch(chat, "ANNOUNCE_RATE", 1.0)
+        self.patch(chatroom, "ANNOUNCE_BURST", 3)
+        self.patch(chatroom, "ANNOUNCE_RATE", 1.0)
         room = Room()
         _, watcherT = room.connect()  # the first join takes a token
         received(watcherT)
@@ -664,7 +669,7 @@ class MemoryBudgetTests(SynchronousTestCase):
 class TokenBucketTests(SynchronousTestCase):
     def test_burstThenRate(self) -> None:
         clock = Clock()
-        bucket = chat.TokenBucket(clock, rate=2, burst=3)
+        bucket = TokenBucket(clock, rate=2, burst=3)
         self.assertEqual([bucket.take() for _ in range(4)], [True] * 3 + [False])
         self.assertAlmostEqual(bucket.wait(), 0.5)
         clock.advance(0.5)
@@ -673,5 +678,15 @@ class TokenBucketTests(SynchronousTestCase):
         self.assertEqual(sum(bucket.take() for _ in range(10)), 3)
 
     def test_zeroRateMeansNoLimit(self) -> None:
-        bucket = chat.TokenBucket(Clock(), rate=0, burst=1)
+        bucket = TokenBucket(Clock(), rate=0, burst=1)
         self.assertTrue(all(bucket.take() for _ in range(1000)))
+
+
+class MemberInterfaceTests(SynchronousTestCase):
+    def test_tcpClientIsAMember(self) -> None:
+        """
+        The room sees its members only through L{IMember}; the TCP client
+        provides it.
+        """
+        client, _ = Room().connect()
+        verifyObject(IMember, client)

@@ -295,10 +295,8 @@ def test_nonReadingCrowdCostsBoundedMemory(launcher: Launcher) -> None:
         for n in range(100):
             speaker.send(b"%04d " % n + b"y" * 4000 + b"\n")
             if n % 10 == 9:
-                listener.inbox.waitFor(
-                    lambda line, n=n: line.startswith(f"<{speaker.name}> {n:04d} "),
-                    f"line {n}",
-                    timeout=30,
+                listener.inbox.waitForLine(
+                    f"<{speaker.name}> {n:04d} " + "y" * 4000, timeout=30
                 )
                 peakRss = max(peakRss, server.rssBytes() - rssBefore)
                 peakTcp = max(peakTcp, tcpMemoryBytes() - tcpBefore)

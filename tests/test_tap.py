@@ -17,7 +17,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos import tap
-from netdemos.chat import ChatFactory
+from netdemos.chat.tcp import ChatFactory
 from netdemos.counter import CounterSite
 from netdemos.echo import EchoFactory
 
@@ -131,8 +131,8 @@ class MakeServiceTests(SynchronousTestCase):
     def test_optionsReachTheServices(self) -> None:
         _, ports = listening("--max-line=100", "--chat-backlog=2000")
         (chatFactory,) = [f for _, f, _ in ports if isinstance(f, ChatFactory)]
-        self.assertEqual(chatFactory.room.maxLine, 100)
-        self.assertEqual(chatFactory.room.backlog, 2000)
+        self.assertEqual(chatFactory.maxLine, 100)
+        self.assertEqual(chatFactory.backlog, 2000)
 
     def test_childServicesAreNamed(self) -> None:
         service = tap.makeService(parse("--echo=7", "--echo=8"), MemoryReactorClock())
@@ -184,7 +184,7 @@ class OperatorOptionsTests(SynchronousTestCase):
         factories: dict[type, Any] = {type(f): f for _, f, _ in ports}
         self.assertEqual(factories[EchoFactory].connections.limit, 7)
         self.assertEqual(factories[EchoFactory].idleTimeout, 30)
-        self.assertEqual(factories[ChatFactory].room.idleTimeout, 30)
+        self.assertEqual(factories[ChatFactory].idleTimeout, 30)
         self.assertEqual(factories[CounterSite].connections.limit, 7)
         self.assertEqual(factories[CounterSite].timeOut, 60)
 
