@@ -174,8 +174,9 @@ def test_tightHardLimitLowersLimitsSoAnIdleCrowdLeavesEveryServiceWorking(
 
     assert set(outcomes) == {"welcome", FULL}, outcomes
     samples = scrapeMetrics(metricsPort(server))
-    assert sample(samples, "netdemos_connections_active", service="chat") == (
-        outcomes["welcome"]
+    assert (
+        sample(samples, "netdemos_connections_active", service="chat")
+        == (outcomes["welcome"])
     )
     rejected = sample(
         samples, "netdemos_connections_rejected_total", service="chat", reason="limit"
