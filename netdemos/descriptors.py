@@ -90,6 +90,16 @@ class ProcessOpenFileLimit:
         )
 
 
+def usableOpenFiles(reactor: object) -> int | None:
+    """
+    The most descriptors C{reactor} can watch: L{FD_SETSIZE} if it is built
+    on select(2), else no limit (L{None}).
+    """
+    from twisted.internet.selectreactor import SelectReactor
+
+    return FD_SETSIZE if isinstance(reactor, SelectReactor) else None
+
+
 @dataclass(frozen=True)
 class DescriptorPlan:
     """
@@ -182,25 +192,27 @@ def fitToOpenFileLimit(
     wanted = {name: each.limit for name, each in connections.items()}
     soft, hard = openFiles.get()
     plan = planDescriptors(wanted, soft, hard, listeners, ceiling)
-    if plan.openFiles is not None and plan.openFiles != soft:
+    target = plan.openFiles
+    if target is not None and target != soft:
         try:
-            openFiles.set(plan.openFiles, hard)
+            openFiles.set(target, hard)
         except (OSError, ValueError) as e:
             # A sandbox may forbid even this (systemd's @resources filter
             # holds setrlimit); make do with the soft limit there is.
             log.warn(
-                "netdemos: cannot raise the open-file limit from {soft} to"
-                " {wantedLimit}: {error}",
+                "netdemos: cannot change the open-file limit from {soft} to"
+                " {target}: {error}",
                 soft=soft,
-                wantedLimit=plan.openFiles,
+                target=target,
                 error=e,
             )
             plan = planDescriptors(wanted, soft, soft, listeners, ceiling)
         else:
             log.info(
-                "netdemos: raised the open-file limit from {soft} to {openFiles}",
-                soft=soft,
-                openFiles=plan.openFiles,
+                "netdemos: {change} the open-file limit from {soft} to {target}",
+                change="lowered" if soft is None or target < soft else "raised",
+                soft="unlimited" if soft is None else soft,
+                target=target,
             )
     for name, limit in plan.limits.items():
         connections[name].limit = limit

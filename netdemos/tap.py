@@ -305,17 +305,11 @@ def makeService(
             {name: factories[name].connections for name in enabled},
             listeners=sum(len(options[name]) for name in enabled),
             openFiles=openFiles,
-            ceiling=descriptors.FD_SETSIZE if _usesSelect(reactor) else None,
+            ceiling=descriptors.usableOpenFiles(reactor),
         )
     except ValueError as e:
         raise SystemExit(f"netdemos: {e}") from e
     return server
-
-
-def _usesSelect(reactor: Any) -> bool:
-    from twisted.internet.selectreactor import SelectReactor
-
-    return isinstance(reactor, SelectReactor)
 
 
 def makeCounter(path: str | None) -> counter.RequestCounter:

@@ -17,6 +17,7 @@ from twisted.internet import tcp
 from twisted.internet.defer import succeed
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogEvent, Logger, formatEvent, globalLogPublisher
@@ -25,12 +26,14 @@ from zope.interface import implementer
 
 from netdemos.descriptors import (
     ADMIN_MAX_CONNECTIONS,
+    FD_SETSIZE,
     AcceptFailures,
     WatchedEndpoint,
     fitToOpenFileLimit,
     overhead,
     planDescriptors,
     shareFairly,
+    usableOpenFiles,
 )
 from netdemos.lifecycle import NetdemosService
 from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
@@ -118,6 +121,12 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual(plan.openFiles, 1024)
         self.assertLessEqual(sum(plan.limits.values()) + overhead(4, 4), 1024)
 
+    def test_onlySelectReactorsHaveACeiling(self) -> None:
+        # An instance, but not initialised: that would open its waker pipe.
+        selectReactor = object.__new__(SelectReactor)
+        self.assertEqual(usableOpenFiles(selectReactor), FD_SETSIZE)
+        self.assertIsNone(usableOpenFiles(MemoryReactorClock()))
+
     def test_limitWithNoRoomForConnectionsIsRefused(self) -> None:
         error = self.assertRaises(
             ValueError, planDescriptors, DEFAULTS, soft=64, hard=64, listeners=4
@@ -204,7 +213,7 @@ class FitTests(SynchronousTestCase):
         fitToOpenFileLimit(connections, listeners=4, openFiles=openFiles)
         self.assertEqual((openFiles.soft, connections["echo"].limit), (1024, 302))
         self.assertIn(
-            "netdemos: cannot raise the open-file limit from 1024 to 65536:",
+            "netdemos: cannot change the open-file limit from 1024 to 65536:",
             netdemosMessages(events)[0],
         )
 
