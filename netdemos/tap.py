@@ -14,10 +14,9 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IProtocolFactory
 from twisted.python import usage
 
-from netdemos import counter, echo, lifecycle, limits
+from netdemos import counter, descriptors, echo, lifecycle, limits
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
 from netdemos.notify import Notifier
@@ -132,7 +131,8 @@ class Options(usage.Options):
             limits.DEFAULT_MAX_CONNECTIONS,
             "Most connections at once, per service; past it echo closes, chat"
             " says '! server full' and HTTP answers 503"
-            " (e.g. --max-connections=500).",
+            " (e.g. --max-connections=500).  Lowered at startup, with a"
+            " warning, to what the open-file limit can hold.",
             _positiveInt,
         ],
         [
@@ -270,14 +270,23 @@ def checkCounterFile(path: str) -> None:
         raise usage.UsageError(f"--counter-file: cannot write in {directory}")
 
 
-def makeService(options: Options, reactor: Any = None) -> lifecycle.NetdemosService:
+def makeService(
+    options: Options,
+    reactor: Any = None,
+    openFiles: descriptors.OpenFileLimit | None = None,
+) -> lifecycle.NetdemosService:
     """
     Build the service tree: a factory per service, listening on its endpoints.
+
+    @param openFiles: the open-file limit to raise and fit the connection
+        limits to; this process's by default.
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    if openFiles is None:
+        openFiles = descriptors.ProcessOpenFileLimit()
 
     server = lifecycle.NetdemosService(
         reactor, Notifier(), shutdownTimeout=options["shutdown-timeout"]
@@ -322,8 +331,20 @@ def makeService(options: Options, reactor: Any = None) -> lifecycle.NetdemosServ
             site if options["http"] else None,
             chatFactory if options["chat"] else None,
         )
+        factories["metrics"] = admin
         for description in options["metrics"]:
             listen(server.admin, "metrics", description, admin, reactor)
+
+    enabled = [name for name in (*SERVICES, "metrics") if options[name]]
+    try:
+        descriptors.fitToOpenFileLimit(
+            {name: factories[name].connections for name in enabled},
+            listeners=sum(len(options[name]) for name in enabled),
+            openFiles=openFiles,
+            ceiling=descriptors.usableOpenFiles(reactor),
+        )
+    except ValueError as e:
+        raise SystemExit(f"netdemos: {e}") from e
     return server
 
 
@@ -337,8 +358,15 @@ def makeCounter(path: str | None) -> counter.RequestCounter:
 
 
 def listen(
-    parent: Any, name: str, description: str, factory: IProtocolFactory, reactor: Any
+    parent: Any, name: str, description: str, factory: Any, reactor: Any
 ) -> None:
+    """
+    Listen with C{factory} on C{description}, under C{parent}; watch the port
+    for accept failures, counted in C{factory.connections}.
+    """
     child = strports.service(withListenBacklog(description), factory, reactor=reactor)
+    child.endpoint = descriptors.WatchedEndpoint(
+        child.endpoint, name, factory.connections, reactor
+    )
     child.setName(f"{name} {description}")
     child.setServiceParent(parent)

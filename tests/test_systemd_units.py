@@ -18,6 +18,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from netdemos.descriptors import planDescriptors
+from netdemos.limits import DEFAULT_MAX_CONNECTIONS
 from netdemos.tap import DEFAULT_ENDPOINTS
 
 UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
@@ -164,6 +166,21 @@ class UnitConsistencyTests(SynchronousTestCase):
             self.assertEqual(readUnit(socketUnit)["Socket"]["Service"], SERVICE)
             self.assertIn(socketUnit, unit["Requires"].split())
             self.assertIn(socketUnit, unit["After"].split())
+
+    def test_openFileLimitHoldsEveryDefaultConnectionLimit(self) -> None:
+        """
+        C{LimitNOFILE=} leaves room for every service's default
+        C{--max-connections} and what netdemos keeps besides, so that under
+        systemd netdemos never has to lower them.  Without it a service
+        starts with systemd's soft limit of 1024.
+        """
+        openFiles = readUnit(SERVICE)["Service"]["LimitNOFILE"]
+        soft, _, hard = openFiles.partition(":")
+        wanted = {name: DEFAULT_MAX_CONNECTIONS for name in SOCKETS}
+        plan = planDescriptors(
+            wanted, int(soft), int(hard or soft), listeners=len(SOCKETS)
+        )
+        self.assertEqual((plan.openFiles, plan.limits), (int(soft), wanted))
 
     def test_defaultPorts(self) -> None:
         """

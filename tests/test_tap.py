@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from descriptors_support import FakeOpenFileLimit, plenty
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
@@ -19,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from netdemos import tap
 from netdemos.chat.tcp import ChatFactory
 from netdemos.counter import CounterSite
+from netdemos.descriptors import WatchedEndpoint
 from netdemos.echo import EchoFactory
 
 
@@ -28,12 +30,19 @@ def parse(*argv: str) -> tap.Options:
     return options
 
 
+def makeService(options: tap.Options, reactor: Any) -> Any:
+    """
+    L{tap.makeService}, with an open-file limit that is not this process's.
+    """
+    return tap.makeService(options, reactor, openFiles=plenty())
+
+
 def listening(*argv: str) -> tuple[MemoryReactorClock, list[tuple[int, object, str]]]:
     """
     Start the service tree on a L{MemoryReactorClock}; say what it listens on.
     """
     reactor = MemoryReactorClock()
-    service = tap.makeService(parse(*argv), reactor)
+    service = makeService(parse(*argv), reactor)
     service.privilegedStartService()
     service.startService()
     ports: list[tuple[int, object, str]] = [
@@ -135,7 +144,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(chatFactory.backlog, 2000)
 
     def test_childServicesAreNamed(self) -> None:
-        service = tap.makeService(parse("--echo=7", "--echo=8"), MemoryReactorClock())
+        service = makeService(parse("--echo=7", "--echo=8"), MemoryReactorClock())
         names = [child.name for child in IServiceCollection(service.listeners)]
         self.assertEqual(
             names, ["echo tcp:7", "echo tcp:8", "http tcp:8080", "chat tcp:1025"]
@@ -151,7 +160,7 @@ class MakeServiceTests(SynchronousTestCase):
             def listenTCP(self, port, factory, backlog=50, interface=""):  # type: ignore[no-untyped-def]
                 raise CannotListenError(interface, port, OSError(98, "Address in use"))
 
-        service = tap.makeService(parse("--http=none", "--chat=none"), BusyReactor())
+        service = makeService(parse("--http=none", "--chat=none"), BusyReactor())
         error = self.assertRaises(SystemExit, service.privilegedStartService)
         # twistd reports an Exception to a daemon's waiting parent; see
         # StartupError.
@@ -200,13 +209,55 @@ class OperatorOptionsTests(SynchronousTestCase):
     def test_metricsListensOnItsOwnEndpoint(self) -> None:
         reactor = MemoryReactorClock()
         options = parse("--metrics=tcp:9100:interface=127.0.0.1")
-        service = tap.makeService(options, reactor)
+        service = makeService(options, reactor)
         service.privilegedStartService()
         ports = {
             port: type(factory).__name__ for port, factory, _, _ in reactor.tcpServers
         }
         self.assertEqual(ports[9100], "QuietSite")
         self.assertEqual(len(ports), 4)
+
+    def test_connectionLimitsFitTheOpenFileLimit(self) -> None:
+        """
+        Under a hard open-file limit of 1024 the services get 302 connections
+        each and the admin site its 16, rather than 10,000 each that the
+        process could never hold.
+        """
+        reactor = MemoryReactorClock()
+        options = parse("--metrics=9100")
+        service = tap.makeService(
+            options, reactor, openFiles=FakeOpenFileLimit(1024, 1024)
+        )
+        service.privilegedStartService()
+        factories: dict[str, Any] = {
+            type(factory).__name__: factory for _, factory, _, _ in reactor.tcpServers
+        }
+        self.assertEqual(
+            {name: factory.connections.limit for name, factory in factories.items()},
+            {
+                "EchoFactory": 302,
+                "CounterSite": 302,
+                "ChatFactory": 302,
+                "QuietSite": 16,
+            },
+        )
+
+    def test_openFileLimitTooLowEndsWithOneLine(self) -> None:
+        error = self.assertRaises(
+            SystemExit,
+            tap.makeService,
+            parse(),
+            MemoryReactorClock(),
+            openFiles=FakeOpenFileLimit(64, 64),
+        )
+        self.assertIn("netdemos: the open-file limit 64 leaves no", str(error))
+
+    def test_everyListenerIsWatchedForAcceptFailures(self) -> None:
+        service = makeService(parse("--metrics=9100"), MemoryReactorClock())
+        children = [*service.listeners, *service.admin]
+        self.assertEqual(len(children), 4)
+        for child in children:
+            self.assertIsInstance(child.endpoint, WatchedEndpoint)
 
     def test_metricsWithoutTheLibrarySaysWhatToInstall(self) -> None:
         self.patch(tap.importlib.util, "find_spec", lambda name: None)
@@ -251,7 +302,7 @@ class OperatorOptionsTests(SynchronousTestCase):
     def test_counterFileIsSavedOnStop(self) -> None:
         path = self.counterFile("41\n")
         reactor = MemoryReactorClock()
-        service = tap.makeService(parse(f"--counter-file={path}"), reactor)
+        service = makeService(parse(f"--counter-file={path}"), reactor)
         service.privilegedStartService()
         service.startService()
         site = service.factories["http"]
