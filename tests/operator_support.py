@@ -163,11 +163,15 @@ class OperatorLauncher:
         extra: Sequence[str] = (),
         environ: dict[str, str] | None = None,
         waitUntilStarted: Callable[[Netdemos], None] = waitUntilListening,
+        twistdOptions: Sequence[str] = (),
     ) -> Netdemos:
         """
         Start C{twistd -n --pidfile= netdemos} with each of C{services} on a
         free loopback port (over TLS with C{tls}), the others off, and
         C{--metrics} on another port if asked; then call C{waitUntilStarted}.
+
+        @param twistdOptions: options for twistd itself, such as
+            C{--logfile=PATH}, which go before C{netdemos}.
         """
         names = [*services, *(["metrics"] if metrics else [])]
 
@@ -186,19 +190,30 @@ class OperatorLauncher:
                     args.append(f"--{name}={loopbackEndpoint(ports[name][0])}")
             if metrics:
                 args.append(f"--metrics={loopbackEndpoint(ports['metrics'][0])}")
-            server = self._spawn([*args, *extra], ports, environ or {})
+            server = self._spawn([*args, *extra], ports, environ or {}, twistdOptions)
             waitUntilStarted(server)
             return server
 
         return onFreshPortsUntilBound(startOnFreePorts)
 
     def _spawn(
-        self, args: Sequence[str], ports: dict[str, list[int]], environ: dict[str, str]
+        self,
+        args: Sequence[str],
+        ports: dict[str, list[int]],
+        environ: dict[str, str],
+        twistdOptions: Sequence[str] = (),
     ) -> Netdemos:
         logPath = self.workdir / f"twistd-{time.monotonic_ns()}.out"
         with logPath.open("wb") as log:
             process = subprocess.Popen(
-                [*twistdCommand(), "-n", "--pidfile=", "netdemos", *args],
+                [
+                    *twistdCommand(),
+                    "-n",
+                    "--pidfile=",
+                    *twistdOptions,
+                    "netdemos",
+                    *args,
+                ],
                 cwd=self.workdir,
                 env={**subprocessEnvironment(), **environ},
                 stdin=subprocess.DEVNULL,
