@@ -36,14 +36,16 @@ _BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
 # beyond any sensible setting, so it only stops a typo or a runaway script:
 # - a chat line is written and read by people, and each client may hold one
 #   part-read line in memory: 1 MiB is some 500 pages of text;
-# - 1 GiB of unsent output for one chat client is more memory than a host
-#   running netdemos has;
+# - 1 GiB of unsent output waiting for one chat client, times a crowd of
+#   them, is more memory than any host has;
 # - a process cannot hold more than 1,048,576 descriptors on Linux
 #   (fs.nr_open, by default), so a million connections per service is past
 #   what can ever be open;
 # - an idle timeout of more than a week is no timeout, which is the default;
 # - a stop that drains for more than an hour holds up every deploy, and
 #   systemd gives up after 90 s unless told otherwise.
+# The timeouts' lower bound, a millisecond, is there to refuse zero.
+MIN_TIMEOUT = 0.001
 MAX_LINE_LIMIT = 1024 * 1024
 CHAT_BACKLOG_LIMIT = 1024**3
 MAX_CONNECTIONS_LIMIT = 1_000_000
@@ -171,7 +173,7 @@ class Options(usage.Options):
             "Close echo and chat clients silent for this many seconds; off by"
             " default (e.g. --idle-timeout=300). HTTP always closes idle"
             f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s",
-            boundedSeconds(0.001, IDLE_TIMEOUT_LIMIT),
+            boundedSeconds(MIN_TIMEOUT, IDLE_TIMEOUT_LIMIT),
         ],
         [
             "shutdown-timeout",
@@ -179,7 +181,7 @@ class Options(usage.Options):
             lifecycle.DEFAULT_SHUTDOWN_TIMEOUT,
             "On SIGTERM, seconds to let clients finish before dropping them"
             " (e.g. --shutdown-timeout=30).",
-            boundedSeconds(0.001, SHUTDOWN_TIMEOUT_LIMIT),
+            boundedSeconds(MIN_TIMEOUT, SHUTDOWN_TIMEOUT_LIMIT),
         ],
         [
             "counter-file",
