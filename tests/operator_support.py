@@ -165,6 +165,7 @@ class OperatorLauncher:
         environ: dict[str, str] | None = None,
         waitUntilStarted: Callable[[Netdemos], None] = waitUntilListening,
         openFiles: tuple[int, int] | None = None,
+        twistdOptions: Sequence[str] = (),
     ) -> Netdemos:
         """
         Start C{twistd -n --pidfile= netdemos} with each of C{services} on a
@@ -173,6 +174,8 @@ class OperatorLauncher:
 
         @param openFiles: the soft and hard open-file limits (C{ulimit -S -n},
             C{ulimit -H -n}) to start it with; by default, this process's.
+        @param twistdOptions: options for twistd itself, such as
+            C{--logfile=PATH}, which go before C{netdemos}.
         """
         names = [*services, *(["metrics"] if metrics else [])]
 
@@ -191,7 +194,9 @@ class OperatorLauncher:
                     args.append(f"--{name}={loopbackEndpoint(ports[name][0])}")
             if metrics:
                 args.append(f"--metrics={loopbackEndpoint(ports['metrics'][0])}")
-            server = self._spawn([*args, *extra], ports, environ or {}, openFiles)
+            server = self._spawn(
+                [*args, *extra], ports, environ or {}, openFiles, twistdOptions
+            )
             waitUntilStarted(server)
             return server
 
@@ -203,6 +208,7 @@ class OperatorLauncher:
         ports: dict[str, list[int]],
         environ: dict[str, str],
         openFiles: tuple[int, int] | None,
+        twistdOptions: Sequence[str] = (),
     ) -> Netdemos:
         logPath = self.workdir / f"twistd-{time.monotonic_ns()}.out"
         with logPath.open("wb") as log:
@@ -210,7 +216,11 @@ class OperatorLauncher:
                 [
                     *withOpenFileLimit(openFiles),
                     *twistdCommand(),
-                    *("-n", "--pidfile=", "netdemos", *args),
+                    "-n",
+                    "--pidfile=",
+                    *twistdOptions,
+                    "netdemos",
+                    *args,
                 ],
                 cwd=self.workdir,
                 env={**subprocessEnvironment(), **environ},

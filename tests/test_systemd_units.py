@@ -194,3 +194,14 @@ class UnitConsistencyTests(SynchronousTestCase):
         self.assertEqual(
             {name: f"tcp:{port}" for name, port in ports.items()}, DEFAULT_ENDPOINTS
         )
+
+    def test_reloadSendsSighup(self) -> None:
+        """
+        C{systemctl reload netdemos} sends SIGHUP to the main process, which
+        netdemos takes as "reopen the log file and keep serving"; without
+        C{ExecReload=}, systemd would refuse to reload the unit.
+        """
+        service = readUnit(SERVICE)["Service"]
+        self.assertEqual(
+            shlex.split(service["ExecReload"]), ["/bin/kill", "-HUP", "$MAINPID"]
+        )
