@@ -14,6 +14,7 @@ and no disk.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from io import BytesIO
 from typing import Any
@@ -40,7 +41,6 @@ DEFAULT_IDLE_TIMEOUT = 60
 # slow mobile link delivers 16 KiB of them in well under a second.  A client
 # still trickling its headers after 10 s is holding a connection, not asking.
 DEFAULT_HEADER_TIMEOUT = 10.0
-MAX_HEADER_TIMEOUT = 300.0
 
 # After refusing a request the server stops reading it but goes on draining
 # what the client is still sending, so that closing does not reset the
@@ -87,6 +87,17 @@ class CounterFileError(Exception):
     """
 
 
+# The largest count the file may hold: the largest signed 64-bit integer, so
+# that any program reading the file into an int64 gets it exactly.  At a
+# million requests a second it lasts 290,000 years; only a file written by
+# hand comes near it.
+MAX_COUNT = 2**63 - 1
+MAX_DIGITS = len(str(MAX_COUNT))
+
+# Exactly what writeCount writes, except that the newline may be missing.
+_COUNT_FILE = re.compile(rb"([0-9]+)\n?")
+
+
 class PersistentCounter(RequestCounter):
     """
     A L{RequestCounter} whose count survives restarts, and never repeats a
@@ -99,24 +110,36 @@ class PersistentCounter(RequestCounter):
     either the old or the new mark, never half of one).  After a crash the next
     run starts above the mark, so numbers may be skipped but never repeated; a
     clean stop (L{save}) writes the exact count, so nothing is skipped.
+
+    The count stops at L{MAX_COUNT}: reserving never writes a mark above it,
+    so the file always holds a count the next run accepts.
     """
 
     def __init__(self, path: str, reserve: int = 1000) -> None:
         self.path = path
         self.reserve = reserve
-        super().__init__(readCount(path))
+        count = readCount(path)
+        if count >= MAX_COUNT:
+            raise CounterFileError(
+                f"{path} holds {count}, the largest count: no number is left"
+            )
+        super().__init__(count)
         # Fail at startup, not on the first request, if the file is unwritable.
         self._reserved = self.last
         writeCount(path, self.last)
 
     def next(self) -> int:
+        if self.last >= MAX_COUNT:
+            # Handing out a number above it would make the file unreadable;
+            # handing one out again would repeat it.
+            raise CounterFileError(f"the count in {self.path} reached {MAX_COUNT}")
         number = super().next()
         if number > self._reserved:
             # A synchronous write and fsync, on the reactor thread, once per
             # block: a few milliseconds every thousand requests (measured in
             # bench/), which keeps the code simple; a slow disk would stall
             # every connection for that long.
-            self._reserved = number - 1 + self.reserve
+            self._reserved = min(number - 1 + self.reserve, MAX_COUNT)
             writeCount(self.path, self._reserved)
         return number
 
@@ -129,23 +152,40 @@ class PersistentCounter(RequestCounter):
 def readCount(path: str) -> int:
     """
     Read the count in C{path}; a missing file counts as 0.
+
+    The file must hold what L{writeCount} writes: ASCII digits, a count of at
+    most L{MAX_COUNT}, and a newline, which may be left out (C{printf 41}).
+    Anything else is refused, not guessed at: C{int()} would also read
+    C{1_000}, C{+5}, C{" 7 "} and other scripts' digits, and a file that is
+    not exactly a count was not written by netdemos.  That includes a CRLF
+    ending, and an empty file: writes are atomic, so a crash cannot leave one,
+    and counting it as 0 would repeat numbers.
+
+    @raise CounterFileError: if the file cannot be read or holds anything else.
     """
     try:
         with open(path, "rb") as f:
-            text = f.read(100)
+            # One byte more than the longest valid file, so that a longer one
+            # shows, without reading all of a huge file.
+            text = f.read(MAX_DIGITS + 2)
     except FileNotFoundError:
         return 0
     except OSError as e:
         raise CounterFileError(f"cannot read {path}: {e.strerror}") from e
-    try:
-        count = int(text.strip())
-    except ValueError:
+    if not text:
+        raise CounterFileError(f"{path} is empty, not a request count")
+    match = _COUNT_FILE.fullmatch(text)
+    if match is None:
         raise CounterFileError(
-            f"{path} does not hold a request count: {text[:20]!r}"
-        ) from None
-    if count < 0:
-        raise CounterFileError(f"{path} holds a negative count: {count}")
-    return count
+            f"{path} does not hold a request count (only ASCII digits and a"
+            f" final newline): {text[:20]!r}"
+        )
+    digits = match.group(1)
+    if len(digits) > MAX_DIGITS or int(digits) > MAX_COUNT:
+        raise CounterFileError(
+            f"{path} holds a count above {MAX_COUNT}, the largest allowed"
+        )
+    return int(digits)
 
 
 def writeCount(path: str, count: int) -> None:

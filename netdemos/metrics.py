@@ -13,25 +13,31 @@ listener is up and 503 while the server drains.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 
-from netdemos.chat import ChatFactory
+from netdemos.chat.tcp import ChatFactory
 from netdemos.counter import (
     DEFAULT_IDLE_TIMEOUT,
     REFUSAL_REASONS,
+    CountedChannel,
     CounterSite,
     GuardedSite,
+    ServiceUnavailable,
 )
+from netdemos.descriptors import ADMIN_MAX_CONNECTIONS
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
+from netdemos.limits import Connections
 
 
 class NetdemosCollector(Collector):
@@ -49,6 +55,8 @@ class NetdemosCollector(Collector):
         chat: ChatFactory | None,
     ) -> None:
         self._echo, self._http, self._chat = echo, http, chat
+        # Set once the site serving these metrics is built.
+        self.admin: QuietSite | None = None
 
     def collect(self) -> Iterator[Metric]:
         total = CounterMetricFamily(
@@ -62,14 +70,21 @@ class NetdemosCollector(Collector):
             "Connections turned away.",
             labels=["service", "reason"],
         )
-        services = (("echo", self._echo), ("http", self._http), ("chat", self._chat))
+        services = (
+            ("echo", self._echo),
+            ("http", self._http),
+            ("chat", self._chat),
+            ("metrics", self.admin),
+        )
         for name, factory in services:
             if factory is None:
                 continue
             connections = factory.connections
             total.add_metric([name], connections.total)
             active.add_metric([name], len(connections))
-            rejected.add_metric([name, "limit"], connections.rejected["limit"])
+            # "fd": accept(2) ran out of file descriptors (descriptors.py).
+            for reason in ("limit", "fd"):
+                rejected.add_metric([name, reason], connections.rejected[reason])
         yield from (total, active, rejected)
 
         if self._echo is not None:
@@ -104,7 +119,7 @@ class NetdemosCollector(Collector):
                 "Chat clients disconnected by the server.",
                 labels=["reason"],
             )
-            for reason in ("slow", "idle"):
+            for reason in ("slow", "memory", "idle"):
                 dropped.add_metric([reason], room.clientsDropped[reason])
             yield dropped
 
@@ -164,28 +179,54 @@ def makeAdminSite(
     echo: EchoFactory | None,
     http: CounterSite | None,
     chat: ChatFactory | None,
-) -> GuardedSite:
+) -> QuietSite:
     """
     Build the site that serves C{/metrics}, C{/livez} and C{/readyz}, on the
     server's clock.
     """
     registry = CollectorRegistry()
-    registry.register(NetdemosCollector(echo, http, chat))
+    collector = NetdemosCollector(echo, http, chat)
+    registry.register(collector)
     ProcessCollector(registry=registry)
     root = Resource()
     root.putChild(b"metrics", MetricsPage(registry, server.clock))
     root.putChild(b"livez", HealthPage(server, readiness=False))
     root.putChild(b"readyz", HealthPage(server, readiness=True))
-    return QuietSite(root, timeout=DEFAULT_IDLE_TIMEOUT, reactor=server.clock)
+    collector.admin = QuietSite(
+        root, timeout=DEFAULT_IDLE_TIMEOUT, reactor=server.clock
+    )
+    return collector.admin
 
 
 class QuietSite(GuardedSite):
     """
-    A site with no access log: probes every few seconds would flood it.
+    The metrics and health site: no access log, as probes every few seconds
+    would flood it; and a small connection limit of its own, past which it
+    answers 503, so that it needs few file descriptors and can keep them
+    however many the other services hold (see L{netdemos.descriptors}).
 
     A L{GuardedSite}, like the counter: no health check sends a body, and a
     client that does should not fill the disk through this port either.
     """
+
+    protocol = CountedChannel
+
+    def __init__(
+        self,
+        resource: IResource,
+        maxConnections: int = ADMIN_MAX_CONNECTIONS,
+        **kwargs: Any,
+    ) -> None:
+        self.connections = Connections(maxConnections)
+        super().__init__(resource, **kwargs)
+
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> Protocol | None:
+        if self.connections.rejectIfFull():
+            return ServiceUnavailable()
+        channel: Protocol | None = super().buildProtocol(addr)
+        return channel
 
     def log(self, request: Request) -> None:
         pass

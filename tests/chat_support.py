@@ -8,7 +8,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from netdemos.chat import ChatClient, ChatFactory, ChatRoom
+from netdemos.chat.room import DEFAULT_MEMORY, ChatRoom
+from netdemos.chat.tcp import DEFAULT_BURST, DEFAULT_RATE, ChatClient, ChatFactory
 
 
 class RoomTransport(StringTransportWithDisconnection):
@@ -40,10 +41,24 @@ class Room:
     A chat room with a fake clock, and a way to connect fake clients to it.
     """
 
-    def __init__(self, maxLine: int = 4096, backlog: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        maxLine: int = 4096,
+        backlog: int = 1024 * 1024,
+        rate: float = DEFAULT_RATE,
+        burst: int = DEFAULT_BURST,
+        memory: int = DEFAULT_MEMORY,
+    ) -> None:
         self.clock = Clock()
-        self.room = ChatRoom(self.clock, maxLine=maxLine, backlog=backlog)
-        self.factory = ChatFactory(self.room)
+        self.room = ChatRoom(self.clock, memory=memory)
+        self.factory = ChatFactory(
+            self.room,
+            self.clock,
+            maxLine=maxLine,
+            backlog=backlog,
+            rate=rate,
+            burst=burst,
+        )
         self._nextPort = 40000
 
     def connect(self) -> tuple[ChatClient, RoomTransport]:

@@ -227,6 +227,27 @@ class Netdemos:
                     ports.add(int(localAddress.rsplit(":", 1)[1], 16))
         return ports
 
+    def waitUntilLogged(
+        self, text: str, path: Path | None = None, timeout: float = LINE_TIMEOUT
+    ) -> str:
+        """
+        Poll the server's output, or the log file at C{path}, until it holds
+        C{text}; return what it holds.  Fail if the server exits first.
+        """
+        logPath = self.logPath if path is None else path
+        deadline = time.monotonic() + timeout
+        while True:
+            logged = logPath.read_text(errors="replace") if logPath.exists() else ""
+            if text in logged:
+                return logged
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"twistd exited with {self.process.returncode} before"
+                    f" logging {text!r}:\n{self.output()}\n{logged}"
+                )
+            assert time.monotonic() < deadline, f"{text!r} not logged:\n{logged}"
+            time.sleep(0.02)  # a polling interval
+
     def assertNoErrorsLogged(self) -> None:
         output = self.output()
         for marker in ("Traceback", "Unhandled Error"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import http.client
 import ipaddress
+import shutil
 import socket
 import ssl
 import subprocess
@@ -163,11 +164,18 @@ class OperatorLauncher:
         extra: Sequence[str] = (),
         environ: dict[str, str] | None = None,
         waitUntilStarted: Callable[[Netdemos], None] = waitUntilListening,
+        openFiles: tuple[int, int] | None = None,
+        twistdOptions: Sequence[str] = (),
     ) -> Netdemos:
         """
         Start C{twistd -n --pidfile= netdemos} with each of C{services} on a
         free loopback port (over TLS with C{tls}), the others off, and
         C{--metrics} on another port if asked; then call C{waitUntilStarted}.
+
+        @param openFiles: the soft and hard open-file limits (C{ulimit -S -n},
+            C{ulimit -H -n}) to start it with; by default, this process's.
+        @param twistdOptions: options for twistd itself, such as
+            C{--logfile=PATH}, which go before C{netdemos}.
         """
         names = [*services, *(["metrics"] if metrics else [])]
 
@@ -186,19 +194,34 @@ class OperatorLauncher:
                     args.append(f"--{name}={loopbackEndpoint(ports[name][0])}")
             if metrics:
                 args.append(f"--metrics={loopbackEndpoint(ports['metrics'][0])}")
-            server = self._spawn([*args, *extra], ports, environ or {})
+            server = self._spawn(
+                [*args, *extra], ports, environ or {}, openFiles, twistdOptions
+            )
             waitUntilStarted(server)
             return server
 
         return onFreshPortsUntilBound(startOnFreePorts)
 
     def _spawn(
-        self, args: Sequence[str], ports: dict[str, list[int]], environ: dict[str, str]
+        self,
+        args: Sequence[str],
+        ports: dict[str, list[int]],
+        environ: dict[str, str],
+        openFiles: tuple[int, int] | None,
+        twistdOptions: Sequence[str] = (),
     ) -> Netdemos:
         logPath = self.workdir / f"twistd-{time.monotonic_ns()}.out"
         with logPath.open("wb") as log:
             process = subprocess.Popen(
-                [*twistdCommand(), "-n", "--pidfile=", "netdemos", *args],
+                [
+                    *withOpenFileLimit(openFiles),
+                    *twistdCommand(),
+                    "-n",
+                    "--pidfile=",
+                    *twistdOptions,
+                    "netdemos",
+                    *args,
+                ],
                 cwd=self.workdir,
                 env={**subprocessEnvironment(), **environ},
                 stdin=subprocess.DEVNULL,
@@ -208,6 +231,22 @@ class OperatorLauncher:
         server = Netdemos(process, self.workdir, logPath, ports)
         self._stack.callback(server.stop)
         return server
+
+
+def withOpenFileLimit(openFiles: tuple[int, int] | None) -> list[str]:
+    """
+    The start of a command that runs the rest with C{openFiles}, a soft and a
+    hard open-file limit: util-linux's C{prlimit}, which then executes it (so
+    the process is the command's own).  Nothing if C{openFiles} is L{None}.
+
+    Not C{preexec_fn}, which is unsafe in a process with threads.
+    """
+    if openFiles is None:
+        return []
+    prlimit = shutil.which("prlimit")
+    assert prlimit is not None, "setting a server's open-file limit needs prlimit"
+    soft, hard = openFiles
+    return [prlimit, f"--nofile={soft}:{hard}", "--"]
 
 
 class NotifySocket:

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 from chat_support import Room, received
 from twisted.internet.address import UNIXAddress
+from twisted.internet.task import Clock
 from twisted.internet.testing import (
     EventLoggingObserver,
     StringTransportWithDisconnection,
 )
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
-from netdemos import chat
-from netdemos.chat import ChatClient, LineBuffer, clean
+from netdemos.chat import room as chatroom
+from netdemos.chat import tcp as chat
+from netdemos.chat.lines import LineBuffer, clean
+from netdemos.chat.rate import TokenBucket
+from netdemos.chat.room import IMember
+from netdemos.chat.tcp import ChatClient
 
 
 class LineBufferTests(SynchronousTestCase):
@@ -128,7 +134,7 @@ class ChatRoomTests(SynchronousTestCase):
         each would be written to everyone, so a crowd arriving would cost
         O(N * N) writes.
         """
-        self.patch(chat, "ANNOUNCE_LIMIT", 3)
+        self.patch(chatroom, "ANNOUNCE_LIMIT", 3)
         room = Room()
         _, firstT = room.connect()
         transports = [room.connect()[1] for _ in range(2)]
@@ -418,6 +424,9 @@ class EdgeCaseTests(SynchronousTestCase):
         with no recursion (each drop notice is queued, not sent inside the
         fan-out), and every reader gets the line before the drop notices.
         """
+        # Every notice, however fast they come: the room's announcement rate is
+        # tested on its own.
+        self.patch(chatroom, "ANNOUNCE_BURST", 10_000)
         room = Room(backlog=50)
         reader, readerT = room.connect()
         stalled = [room.connect() for _ in range(900)]
@@ -447,3 +456,237 @@ class EdgeCaseTests(SynchronousTestCase):
             [b"<127.0.0.1:40001> hi", b"* in the room (1): 127.0.0.1:40001"],
         )
         self.assertFalse(aliceT.connected)
+
+
+class FairReadingTests(SynchronousTestCase):
+    """
+    One client's flood costs bounded work per turn of the reactor, and is
+    slowed by pausing its reads (TCP then pushes back on it); nobody else pays.
+    """
+
+    def test_floodBeyondTheBurstIsSlowedToTheRate(self) -> None:
+        """
+        Past its burst, a client's lines wait, its reads paused, and come
+        through at the rate; none is lost, and reading resumes once they are
+        all handled.
+        """
+        room = Room(rate=10, burst=60)
+        flooder, flooderT = room.connect()
+        _, otherT = room.connect()
+        received(flooderT), received(otherT)
+        flooder.dataReceived(b"".join(b"line %d\n" % n for n in range(100)))
+        self.assertEqual(len(received(otherT)), 60)
+        self.assertEqual(flooderT.producerState, "paused")
+        room.clock.advance(1)
+        self.assertEqual(len(received(otherT)), 10)
+        room.clock.advance(3)
+        lines = received(otherT)
+        self.assertEqual(lines[-1], b"<127.0.0.1:40001> line 99")
+        self.assertEqual(len(lines), 30)
+        self.assertEqual(flooderT.producerState, "producing")
+
+    def test_commandsCountToo(self) -> None:
+        """
+        Commands pass the same bucket as lines: a flood of renames or of
+        unknown commands is slowed like any other.
+        """
+        room = Room(rate=10, burst=5)
+        flooder, flooderT = room.connect()
+        received(flooderT)
+        flooder.dataReceived(b"/nick fa\n/nick fb\n" * 50)
+        self.assertEqual(len(received(flooderT)), 5)
+        self.assertEqual(flooderT.producerState, "paused")
+
+    def test_noLimitStillBoundsTheWorkOfOneTurn(self) -> None:
+        """
+        With flood control lifted (--chat-rate=0), a client's lines are still
+        handled at most LINES_PER_TURN per turn, reads paused in between.
+        """
+        room = Room(rate=0)
+        flooder, flooderT = room.connect()
+        _, otherT = room.connect()
+        received(flooderT), received(otherT)
+        flooder.dataReceived(b"x\n" * (chat.LINES_PER_TURN * 2 + 1))
+        self.assertEqual(room.room.messagesRelayed, chat.LINES_PER_TURN)
+        self.assertEqual(flooderT.producerState, "paused")
+        room.clock.advance(0)
+        self.assertEqual(len(received(otherT)), chat.LINES_PER_TURN * 2 + 1)
+        self.assertEqual(flooderT.producerState, "producing")
+
+    def test_halfCloseAfterAFloodAnswersEverythingThenCloses(self) -> None:
+        """
+        A client that sends more than its burst and then shuts down its
+        sending side still has every line handled before the close.
+        """
+        room = Room(rate=10, burst=5)
+        sender, senderT = room.connect()
+        received(senderT)
+        sender.dataReceived(b"".join(b"%d\n" % n for n in range(20)))
+        sender.readConnectionLost()
+        self.assertTrue(senderT.connected)
+        room.clock.pump([0.1] * 20)
+        lines = received(senderT)
+        self.assertEqual(lines[-1], b"<127.0.0.1:40001> 19")
+        self.assertEqual(len(lines), 20)
+        self.assertFalse(senderT.connected)
+
+    def test_repliesToOneClientCostTheOthersNothing(self) -> None:
+        """
+        Replies (errors, /who, /help) go only to the client concerned, in the
+        same per-turn batch: a flood of them writes nothing to anyone else,
+        and one write to the sender.
+        """
+        room = Room(rate=0)
+        flooder, flooderT = room.connect()
+        others = [room.connect()[1] for _ in range(20)]
+        received(flooderT)
+        for transport in others:
+            received(transport)
+        writes = [transport.writes for transport in others]
+        before = flooderT.writes
+        flooder.dataReceived(b"/x\n/who\n/help\n" * 30)
+        room.clock.advance(0)
+        self.assertEqual([transport.writes for transport in others], writes)
+        self.assertEqual(flooderT.writes, before + 1)
+        self.assertEqual(len(received(flooderT)), 90)
+
+    def test_renamesAndRepliesInOneTurnAreOneWritePerMember(self) -> None:
+        """
+        A rename goes through the turn's batch like a line: each member gets
+        one write, in order; the renamed client gets its own reply instead of
+        the notice.
+        """
+        room = Room()
+        alice, aliceT = room.connect()
+        bob, bobT = room.connect()
+        received(aliceT), received(bobT)
+        before = bobT.writes, aliceT.writes
+        bob.dataReceived(b"one\n")
+        alice.dataReceived(b"/nick alice\ntwo\n/nick al\n")
+        self.assertEqual(
+            received(bobT),
+            [
+                b"<127.0.0.1:40002> one",
+                b"* 127.0.0.1:40001 is now alice",
+                b"<alice> two",
+                b"* alice is now al",
+            ],
+        )
+        self.assertEqual(
+            received(aliceT),
+            [
+                b"<127.0.0.1:40002> one",
+                b"* you are now alice",
+                b"<alice> two",
+                b"* you are now al",
+            ],
+        )
+        self.assertEqual((bobT.writes, aliceT.writes), (before[0] + 1, before[1] + 1))
+
+    def test_renamesAreNotAnnouncedInACrowd(self) -> None:
+        """
+        Renames follow the rule joins follow: in a crowd nobody is told, so a
+        client renaming itself over and over cannot make the room write to
+        everyone.
+        """
+        self.patch(chatroom, "ANNOUNCE_LIMIT", 2)
+        room = Room()
+        alice, aliceT = room.connect()
+        _, bobT = room.connect()
+        _, carolT = room.connect()
+        received(aliceT), received(bobT), received(carolT)
+        alice.dataReceived(b"/nick alice\n")
+        self.assertEqual(received(bobT), [])
+        self.assertEqual(received(aliceT), [b"* you are now alice"])
+        self.assertIn("alice", room.room.names())
+
+    def test_announcementsAreRateLimitedRoomWide(self) -> None:
+        """
+        Clients coming and going faster than anyone can read are not each
+        announced to everyone: past the room's announcement burst, joins and
+        departures go unannounced until the rate allows again.
+        """
+        self.patch(chatroom, "ANNOUNCE_BURST", 3)
+        self.patch(chatroom, "ANNOUNCE_RATE", 1.0)
+        room = Room()
+        _, watcherT = room.connect()  # the first join takes a token
+        received(watcherT)
+        churn = [room.connect()[1] for _ in range(5)]
+        self.assertEqual(len(received(watcherT)), 2)
+        for transport in churn:
+            transport.loseConnection()
+        self.assertEqual(received(watcherT), [])
+        room.clock.advance(1)
+        room.connect()
+        self.assertEqual(len(received(watcherT)), 1)
+
+
+class MemoryBudgetTests(SynchronousTestCase):
+    def test_overTheRoomBudgetTheFurthestBehindGoFirst(self) -> None:
+        """
+        When the unsent output of all the clients that are behind passes the
+        room's budget, the clients furthest behind are dropped, and aborted at
+        once to give the memory back, until the room is under budget; clients
+        less far behind, and readers, stay.
+        """
+        budget = 3 * chat.TRANSPORT_BUFFER + 1000
+        room = Room(rate=0, memory=budget, backlog=10**9)
+        talker, talkerT = room.connect()
+        far, farT = room.connect()
+        further, furtherT = room.connect()
+        near, nearT = room.connect()
+        for client in (far, further, near):
+            client.pauseProducing()
+        further.deliver(b"x" * 800)
+        far.deliver(b"x" * 400)
+        self.assertEqual(room.room.unsent, 3 * chat.TRANSPORT_BUFFER + 1200)
+        talker.dataReceived(b"hello\n")
+        room.clock.advance(0)
+        self.assertTrue(furtherT.disconnected)
+        self.assertFalse(farT.disconnected)
+        self.assertFalse(nearT.disconnected)
+        self.assertLessEqual(room.room.unsent, budget)
+        self.assertEqual(room.room.clientsDropped["memory"], 1)
+        self.assertEqual(len(room.room), 3)
+        self.assertIn(b"<127.0.0.1:40001> hello", received(talkerT))
+
+    def test_resumingGivesTheBudgetBack(self) -> None:
+        """
+        A client whose buffer drains is no longer counted against the room.
+        """
+        room = Room()
+        reader, _ = room.connect()
+        reader.pauseProducing()
+        reader.deliver(b"x" * 100)
+        self.assertEqual(room.room.unsent, chat.TRANSPORT_BUFFER + 100)
+        reader.resumeProducing()
+        self.assertEqual(room.room.unsent, 0)
+        reader.pauseProducing()
+        reader.transport.loseConnection()
+        self.assertEqual(room.room.unsent, 0)
+
+
+class TokenBucketTests(SynchronousTestCase):
+    def test_burstThenRate(self) -> None:
+        clock = Clock()
+        bucket = TokenBucket(clock, rate=2, burst=3)
+        self.assertEqual([bucket.take() for _ in range(4)], [True] * 3 + [False])
+        self.assertAlmostEqual(bucket.wait(), 0.5)
+        clock.advance(0.5)
+        self.assertEqual([bucket.take(), bucket.take()], [True, False])
+        clock.advance(100)
+        self.assertEqual(sum(bucket.take() for _ in range(10)), 3)
+
+    def test_zeroRateMeansNoLimit(self) -> None:
+        bucket = TokenBucket(Clock(), rate=0, burst=1)
+        self.assertTrue(all(bucket.take() for _ in range(1000)))
+
+
+class MemberInterfaceTests(SynchronousTestCase):
+    def test_tcpClientIsAMember(self) -> None:
+        """
+        The room sees its members only through L{IMember}; the TCP client
+        provides it.
+        """
+        client, _ = Room().connect()
+        verifyObject(IMember, client)

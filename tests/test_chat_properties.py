@@ -11,7 +11,7 @@ from chat_support import Room, received
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netdemos.chat import LineBuffer
+from netdemos.chat.lines import LineBuffer
 
 MAX_LINE = 16
 

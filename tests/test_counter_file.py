@@ -10,7 +10,30 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from netdemos.counter import CounterFileError, PersistentCounter, readCount
+from netdemos.counter import (
+    MAX_COUNT,
+    CounterFileError,
+    PersistentCounter,
+    readCount,
+)
+
+# Contents that are not a count: int() accepts most of the first ones.
+NOT_A_COUNT = [
+    b"1_000",
+    b"+5",
+    b" 7",
+    b"7 \n",
+    b"-5\n",
+    "\u0661\u0662".encode(),  # Arabic-Indic digits: int("١٢") is 12
+    b"",
+    b"\x00\xff",
+    b"twelve\n",
+    b"12\n\n",
+    b"41\r\n",
+    b"9" * 20,
+    b"9" * 5000,
+    b"%d\n" % (MAX_COUNT + 1,),
+]
 
 
 class PersistentCounterTests(SynchronousTestCase):
@@ -58,16 +81,66 @@ class PersistentCounterTests(SynchronousTestCase):
         self.assertTrue(os.path.exists(self.path))
         self.assertEqual(counter.next(), 1)
 
+    def write(self, content: bytes) -> None:
+        with open(self.path, "wb") as f:
+            f.write(content)
+
     def test_garbageIsAnErrorNotAReset(self) -> None:
         """
-        A file that does not hold a count is refused: silently starting again
-        from 1 would repeat numbers.
+        A file that is not exactly a count is refused with a one-line message
+        naming it, and left as it is, down to its modification time.
+
+        Silently starting again from 1 would repeat numbers; reading C{1_000}
+        as 1000, or the first 100 of 5000 digits as a count, would make the
+        count jump or go backwards; and rewriting the file would destroy what
+        the operator needs to look at.
         """
-        for content in (b"twelve\n", b"-5\n", b"", b"\x00\xff"):
-            with open(self.path, "wb") as f:
-                f.write(content)
+        for content in NOT_A_COUNT:
+            self.write(content)
+            before = os.stat(self.path)
             error = self.assertRaises(CounterFileError, PersistentCounter, self.path)
             self.assertIn(self.path, str(error))
+            self.assertNotIn("\n", str(error))
+            with open(self.path, "rb") as f:
+                self.assertEqual(f.read(), content)
+            self.assertEqual(os.stat(self.path).st_mtime_ns, before.st_mtime_ns)
+
+    def test_digitsWithOrWithoutANewlineAreACount(self) -> None:
+        """
+        What netdemos writes (C{41\\n}) is read, and so is a count written
+        without its newline (C{printf 41}), up to the largest count.
+        """
+        for content, count in [
+            (b"41\n", 41),
+            (b"41", 41),
+            (b"0\n", 0),
+            (b"007", 7),
+            (b"%d\n" % (MAX_COUNT,), MAX_COUNT),
+        ]:
+            self.write(content)
+            self.assertEqual(readCount(self.path), count)
+
+    def test_reservingStopsAtTheLargestCount(self) -> None:
+        """
+        Near the largest count, a reserved block ends at it, so the file
+        never holds a count the next run would refuse; the last number is
+        handed out once, and the one after is refused, not repeated.
+        """
+        self.write(b"%d\n" % (MAX_COUNT - 2,))
+        counter = PersistentCounter(self.path, reserve=1000)
+        self.assertEqual([counter.next(), counter.next()], [MAX_COUNT - 1, MAX_COUNT])
+        self.assertEqual(readCount(self.path), MAX_COUNT)
+        error = self.assertRaises(CounterFileError, counter.next)
+        self.assertIn(str(MAX_COUNT), str(error))
+        self.assertEqual(readCount(self.path), MAX_COUNT)
+
+    def test_fileAtTheLargestCountIsRefusedAtStartup(self) -> None:
+        """
+        A server that could only refuse every request does not start.
+        """
+        self.write(b"%d\n" % (MAX_COUNT,))
+        error = self.assertRaises(CounterFileError, PersistentCounter, self.path)
+        self.assertIn("no number is left", str(error))
 
     def test_unreadableFileIsAnError(self) -> None:
         os.mkdir(self.path)  # reading a directory fails

@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase
 
-from netdemos.chat import RoomFull
+from netdemos.chat.tcp import RoomFull
 from netdemos.counter import CounterSite
 from netdemos.echo import Echo, EchoFactory
 from netdemos.limits import Connections
@@ -110,19 +110,19 @@ class EchoLimitTests(SynchronousTestCase):
 class ChatLimitTests(SynchronousTestCase):
     def test_fullRoomSaysSoAndHangsUp(self) -> None:
         room = Room()
-        room.room.connections.limit = 1
+        room.factory.connections.limit = 1
         room.connect()
         protocol = room.factory.buildProtocol(PEER)
         self.assertIsInstance(protocol, RoomFull)
         transport = connect(protocol)
         self.assertEqual(transport.value(), b"! server full, try again later\r\n")
         self.assertFalse(transport.connected)
-        self.assertEqual(room.room.connections.rejected["limit"], 1)
+        self.assertEqual(room.factory.connections.rejected["limit"], 1)
         self.assertEqual(len(room.room), 1)
 
     def test_idleClientIsToldThenClosed(self) -> None:
         room = Room()
-        room.room.idleTimeout = 30
+        room.factory.idleTimeout = 30
         idler, idlerT = room.connect()
         other, otherT = room.connect()
         room.clock.advance(20)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from netdemos.descriptors import planDescriptors
+from netdemos.limits import DEFAULT_MAX_CONNECTIONS
 from netdemos.tap import DEFAULT_ENDPOINTS
 
 UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
@@ -165,6 +167,21 @@ class UnitConsistencyTests(SynchronousTestCase):
             self.assertIn(socketUnit, unit["Requires"].split())
             self.assertIn(socketUnit, unit["After"].split())
 
+    def test_openFileLimitHoldsEveryDefaultConnectionLimit(self) -> None:
+        """
+        C{LimitNOFILE=} leaves room for every service's default
+        C{--max-connections} and what netdemos keeps besides, so that under
+        systemd netdemos never has to lower them.  Without it a service
+        starts with systemd's soft limit of 1024.
+        """
+        openFiles = readUnit(SERVICE)["Service"]["LimitNOFILE"]
+        soft, _, hard = openFiles.partition(":")
+        wanted = {name: DEFAULT_MAX_CONNECTIONS for name in SOCKETS}
+        plan = planDescriptors(
+            wanted, int(soft), int(hard or soft), listeners=len(SOCKETS)
+        )
+        self.assertEqual((plan.openFiles, plan.limits), (int(soft), wanted))
+
     def test_defaultPorts(self) -> None:
         """
         The sockets listen on the ports twistd netdemos uses by default, so
@@ -176,4 +193,15 @@ class UnitConsistencyTests(SynchronousTestCase):
         }
         self.assertEqual(
             {name: f"tcp:{port}" for name, port in ports.items()}, DEFAULT_ENDPOINTS
+        )
+
+    def test_reloadSendsSighup(self) -> None:
+        """
+        C{systemctl reload netdemos} sends SIGHUP to the main process, which
+        netdemos takes as "reopen the log file and keep serving"; without
+        C{ExecReload=}, systemd would refuse to reload the unit.
+        """
+        service = readUnit(SERVICE)["Service"]
+        self.assertEqual(
+            shlex.split(service["ExecReload"]), ["/bin/kill", "-HUP", "$MAINPID"]
         )

@@ -1,0 +1,350 @@
+"""
+The chat room: membership, names, announcements, and fan-out.
+
+Everything the room says during one turn of the reactor (lines, notices,
+replies to one member) is collected in a L{Turn} and sent at the end of that
+turn as one write per member: in a busy room the writes are nearly all the
+work, and a write costs about the same for one line as for ten.  So a flood of
+commands costs bounded work per turn, however big the room.
+
+The room never sees a socket: a member is anything that provides L{IMember}.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+from netdemos.chat.rate import TokenBucket
+
+log = Logger()
+
+# Unsent output the whole room may hold before the members furthest behind are
+# dropped: without it, a crowd that connects and never reads could make each
+# member's backlog add up to gigabytes.
+DEFAULT_MEMORY = 64 * 1024 * 1024
+
+# Joins, departures and renames are announced only in a room of at most this
+# many: each announcement goes to everyone, so in a crowd they cost O(N) writes
+# apiece and O(N * N) as the crowd arrives, and nobody could read them anyway.
+# (Twitch's chat does the same above 1000 users.)
+ANNOUNCE_LIMIT = 1000
+
+# And at most this many a second (with this burst), room-wide: beyond that, a
+# churn of members coming and going would have the room write to everyone
+# hundreds of times a second, for notices nobody can read at that speed.
+ANNOUNCE_RATE = 20.0
+ANNOUNCE_BURST = 100
+
+
+class IMember(Interface):
+    """
+    A member of the room, as the room sees it.
+    """
+
+    name = Attribute("The member's name in the room; the room renames it.")
+    unsent = Attribute("Bytes waiting to be sent to it, while it is behind.")
+
+    def deliver(data: bytes) -> None:
+        """
+        Send C{data}, lines the room encoded once for everyone (CR LF ended).
+        """
+
+    def close(why: str) -> None:
+        """
+        Leave the room (the others are told it C{why}, e.g. "left") and close.
+        """
+
+    def dropForMemory() -> None:
+        """
+        Go at once: the room is over its memory budget and this member is the
+        furthest behind.
+        """
+
+
+class Turn:
+    """
+    What the room has to send at the end of this turn of the reactor.
+
+    Most of it goes to everyone: the chunks, in order.  A member may also have
+    its own ops, each at a position among the chunks: a line for it alone (a
+    reply, the welcome) or a chunk it is to skip (its own rename notice); and a
+    member that joined during the turn starts at a later chunk.  So each member
+    gets its own lines and everyone's in the order they happened, yet the room
+    still writes once per member per turn, and builds only the data of the few
+    members with ops of their own.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self._ops: dict[IMember, list[tuple[int, bytes | None]]] = {}
+        self._starts: dict[IMember, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks or self._ops)
+
+    def toAll(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def toOne(self, member: IMember, data: bytes) -> None:
+        self._ops.setdefault(member, []).append((len(self.chunks), data))
+
+    def skipNext(self, member: IMember) -> None:
+        """
+        The next chunk is not for C{member}.
+        """
+        self._ops.setdefault(member, []).append((len(self.chunks), None))
+
+    def startHere(self, member: IMember) -> None:
+        """
+        C{member} gets only the chunks from here on: it was not there before.
+        """
+        self._starts[member] = len(self.chunks)
+
+    def hasOwn(self, member: IMember) -> bool:
+        return member in self._ops or member in self._starts
+
+    def dataFor(self, member: IMember) -> bytes:
+        """
+        Everything this turn holds for C{member}, in order.
+        """
+        chunks = self.chunks
+        at = self._starts.get(member, 0)
+        if member not in self._ops:
+            return b"".join(chunks[at:])
+        parts: list[bytes] = []
+        for position, data in self._ops[member]:
+            if position > at:
+                parts += chunks[at:position]
+                at = position
+            if data is None:
+                at = max(at, position + 1)
+            else:
+                parts.append(data)
+        parts += chunks[at:]
+        return b"".join(parts)
+
+    def forget(self, member: IMember) -> None:
+        self._ops.pop(member, None)
+        self._starts.pop(member, None)
+
+
+class ChatRoom:
+    """
+    The room: who is in it, under what name, and what it has to send them.
+
+    It knows nothing of sockets: its members are L{IMember}s (a TCP client
+    today), each of which encodes what the room gives it for its own wire.
+    One room may be served on several endpoints, all of whose factories hand
+    it to the members they build.
+
+    @ivar unsent: bytes the members that are behind have waiting, in all.
+    @ivar behind: the members whose transports have asked them to pause.
+    """
+
+    def __init__(self, clock: IReactorTime, memory: int = DEFAULT_MEMORY) -> None:
+        self.clock = clock
+        self.memory = memory
+        # Keyed by the casefolded name, so "Admin" cannot pose as "admin".
+        self._members: dict[str, IMember] = {}
+        self._who: str | None = None
+        self._turn = Turn()
+        self._flushCall: IDelayedCall | None = None
+        self._announcements = TokenBucket(clock, ANNOUNCE_RATE, ANNOUNCE_BURST)
+        self.unsent = 0
+        self.behind: set[IMember] = set()
+        self.messagesRelayed = 0
+        self.clientsDropped: Counter[str] = Counter()
+        self._anonymous = 0
+
+    def uniqueName(self, preferred: str | None) -> str:
+        """
+        A name for a newcomer: C{preferred} (its address, say), or for one
+        without (a UNIX socket's peer) C{local-N}, unique in this room.
+        """
+        name = preferred
+        while name is None or self.isTaken(name):
+            self._anonymous += 1
+            name = f"local-{self._anonymous}"
+        return name
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def names(self) -> list[str]:
+        return sorted(client.name for client in self._members.values())
+
+    def who(self) -> str:
+        """
+        The answer to C{/who}; kept until someone comes, goes or is renamed,
+        so a client asking again and again costs a crowd nothing.
+        """
+        if self._who is None:
+            names = self.names()
+            self._who = f"* in the room ({len(names)}): {', '.join(names)}"
+        return self._who
+
+    def isTaken(self, name: str) -> bool:
+        return name.casefold() in self._members
+
+    def _announce(
+        self, notice: str, crowd: int, exclude: IMember | None = None
+    ) -> None:
+        """
+        Tell everyone (but C{exclude}) of a join, departure or rename, unless
+        the room (C{crowd}, counting the client concerned) is a crowd, or such
+        notices are coming too fast to read.
+        """
+        if crowd > ANNOUNCE_LIMIT or not self._announcements.take():
+            return
+        if exclude is not None:
+            self._turn.skipNext(exclude)
+        self._queue(f"{notice}\r\n".encode())
+
+    def join(self, client: IMember, welcome: str) -> None:
+        """
+        Let C{client} in: it is told C{welcome}, the others that it joined.
+        What was said before it joined is not for it.
+        """
+        self._members[client.name.casefold()] = client
+        self._who = None
+        self._announce(f"* {client.name} joined ({len(self)} in the room)", len(self))
+        self._turn.startHere(client)
+        self.tell(client, welcome)
+        log.info(
+            "chat: {name} joined ({count} in the room)",
+            name=client.name,
+            count=len(self),
+        )
+
+    def leave(self, client: IMember, why: str = "left") -> bytes:
+        """
+        Take C{client} out of the room, and tell the others it left.
+
+        @return: what this turn still holds for C{client} (its last reply,
+            say), for it to send before it closes.
+        """
+        # Compare clients, not names: a client that has gone may have had its
+        # name taken since by another, who must stay.
+        if self._members.get(client.name.casefold()) is not client:
+            return b""
+        del self._members[client.name.casefold()]
+        self._who = None
+        last = self._turn.dataFor(client)
+        self._turn.forget(client)
+        self._announce(f"* {client.name} {why}", len(self) + 1)
+        log.info(
+            "chat: {name} {why} ({count} in the room)",
+            name=client.name,
+            why=why,
+            count=len(self),
+        )
+        return last
+
+    def rename(self, client: IMember, newName: str) -> None:
+        oldName = client.name
+        del self._members[oldName.casefold()]
+        client.name = newName
+        self._members[newName.casefold()] = client
+        self._who = None
+        self._announce(f"* {oldName} is now {newName}", len(self), exclude=client)
+        log.info("chat: {old} is now {new}", old=oldName, new=newName)
+
+    def close(self) -> None:
+        """
+        Tell everyone the server is going away, and have each member close
+        once that line is sent.
+        """
+        self._queue(b"* server shutting down\r\n")
+        self.flush()
+        # Empty the room first: otherwise each departure would be announced to
+        # everyone still there, N * N lines for nobody to read.
+        members, self._members = list(self._members.values()), {}
+        for client in members:
+            client.close("left (server shutting down)")
+        log.info("chat: closed the room ({count} clients)", count=len(members))
+
+    def say(self, sender: IMember, text: str) -> None:
+        """
+        Relay one line of text from C{sender} to everybody, the sender included.
+
+        The line is formatted and encoded once, not once per recipient as in
+        the textbook example.  And it is not sent at once: see L{flush}.
+        """
+        self.messagesRelayed += 1
+        self._queue(f"<{sender.name}> {text}\r\n".encode())
+
+    def tell(self, client: IMember, text: str) -> None:
+        """
+        Send one line to C{client} only, in its place among the room's lines.
+        """
+        self._turn.toOne(client, text.encode("utf-8") + b"\r\n")
+        self._flushSoon()
+
+    def _queue(self, line: bytes) -> None:
+        self._turn.toAll(line)
+        self._flushSoon()
+
+    def _flushSoon(self) -> None:
+        if self._flushCall is None:
+            self._flushCall = self.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Send what the room said this turn, as one write per member.
+
+        Several clients' reads are handled in one turn of the reactor, and a
+        write costs about the same for one line as for ten; in a busy room the
+        writes are nearly all the work.  A member too far behind may be
+        dropped during the loop; what that says goes into the next turn.
+        """
+        if self._flushCall is not None:
+            if self._flushCall.active():
+                self._flushCall.cancel()
+            self._flushCall = None
+        turn, self._turn = self._turn, Turn()
+        if not turn:
+            return
+        everyone = b"".join(turn.chunks)
+        # A copy, because a recipient that is too slow leaves during the loop.
+        for client in list(self._members.values()):
+            data = turn.dataFor(client) if turn.hasOwn(client) else everyone
+            if data:
+                client.deliver(data)
+        if self.unsent > self.memory:
+            self.overBudget()
+
+    def fellBehind(self, member: IMember, unsent: int) -> None:
+        """
+        C{member}'s transport has asked it to pause: it holds C{unsent} bytes.
+        """
+        self.behind.add(member)
+        self.unsent += unsent
+
+    def stillBehind(self, unsent: int) -> None:
+        """
+        A member that is behind was given C{unsent} more bytes.
+        """
+        self.unsent += unsent
+
+    def caughtUp(self, member: IMember, unsent: int) -> None:
+        """
+        C{member}, which held C{unsent} bytes, is no longer behind (its buffer
+        drained, or it is gone).
+        """
+        self.behind.discard(member)
+        self.unsent -= unsent
+
+    def overBudget(self) -> None:
+        """
+        The room holds more unsent output than its budget: drop the clients
+        furthest behind until it does not.  They are the ones not reading; a
+        client that reads, even slowly, is rarely far behind.
+        """
+        for client in sorted(self.behind, key=lambda c: c.unsent, reverse=True):
+            if self.unsent <= self.memory:
+                break
+            client.dropForMemory()
