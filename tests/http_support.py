@@ -5,9 +5,11 @@ Speak HTTP to a twisted.web site over a L{StringTransport}: no socket, no clock.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
+from twisted.web.server import Site
 
-from netdemos.counter import GuardedChannel, GuardedSite
+from netdemos.counter import GuardedChannel
 
 PEER = IPv4Address("TCP", "127.0.0.1", 5000)
 
@@ -25,28 +27,38 @@ class HalfCloseableTransport(StringTransport):
         self.writeClosed = True
 
 
-def connect(site: GuardedSite) -> tuple[GuardedChannel, HalfCloseableTransport]:
+def accept(site: Site) -> tuple[Protocol, HalfCloseableTransport]:
+    """
+    Open a new connection to C{site}; return its protocol (a channel, or the
+    answer of a full server) and transport.
+    """
+    protocol = site.buildProtocol(PEER)
+    assert protocol is not None
+    transport = HalfCloseableTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def connect(site: Site) -> tuple[GuardedChannel, HalfCloseableTransport]:
     """
     Open a new HTTP connection to C{site}; return its channel and transport.
     """
-    channel = site.buildProtocol(PEER)
+    channel, transport = accept(site)
     assert isinstance(channel, GuardedChannel)
-    transport = HalfCloseableTransport()
-    channel.makeConnection(transport)
     return channel, transport
 
 
-def exchange(site: GuardedSite, request: bytes) -> bytes:
+def exchange(site: Site, request: bytes) -> bytes:
     """
     Send raw bytes to a new HTTP connection and return what the server wrote.
     """
-    channel, transport = connect(site)
-    channel.dataReceived(request)
+    protocol, transport = accept(site)
+    protocol.dataReceived(request)
     response: bytes = transport.value()
     return response
 
 
-def get(site: GuardedSite, path: bytes) -> bytes:
+def get(site: Site, path: bytes) -> bytes:
     """
     C{GET path} on a new connection; the raw response.
     """
