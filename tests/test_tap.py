@@ -188,8 +188,10 @@ class OperatorOptionsTests(SynchronousTestCase):
         A burst of connects stalls on SYN retries whatever kind of endpoint it
         hits, and an operator who chose a backlog must get that one.
         """
-        certificate = makeCertificate(Path(self.mktemp()))
-        sockets = self.mktemp()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        certificate = makeCertificate(Path(directory))
+        sockets = os.path.join(directory, "sockets")
         reactor, _ = listening(
             "--echo=tcp6:7001",
             "--echo=tcp6:7002:backlog=7",
