@@ -5,20 +5,29 @@ Speak HTTP to a twisted.web site over a L{StringTransport}: no socket, no clock.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
 PEER = IPv4Address("TCP", "127.0.0.1", 5000)
 
 
-def exchange(site: Site, request: bytes) -> bytes:
+def connect(site: Site) -> tuple[IProtocol, StringTransport]:
     """
-    Send raw bytes to a new HTTP connection and return what the server wrote.
+    Open a new HTTP connection to C{site}; return its protocol and transport.
     """
     channel = site.buildProtocol(PEER)
     assert channel is not None
     transport = StringTransport()
     channel.makeConnection(transport)
+    return channel, transport
+
+
+def exchange(site: Site, request: bytes) -> bytes:
+    """
+    Send raw bytes to a new HTTP connection and return what the server wrote.
+    """
+    channel, transport = connect(site)
     channel.dataReceived(request)
     response: bytes = transport.value()
     return response

@@ -8,8 +8,10 @@ import os
 import shutil
 import tempfile
 
-from http_support import exchange
+from http_support import connect, exchange
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos.counter import CounterSite, RequestCounter
@@ -83,6 +85,38 @@ class CounterTests(SynchronousTestCase):
         """
         site = makeSite(counter=RequestCounter(start=41))
         self.assertTrue(exchange(site, requestFor()).endswith(b"I am request #42\n"))
+
+    def test_closedConnectionsAreNoLongerCounted(self) -> None:
+        """
+        A connection counts while it is open, and no longer once it has
+        closed, whether the server closed it after answering or the client
+        went away; a stop then has nothing left to wait for.
+
+        A closed connection still counted would make the active-connections
+        figure only grow, the limit in time turn every client away with 503,
+        and every stop wait out the whole --shutdown-timeout.
+        """
+        site = makeSite()
+        answered, answeredT = connect(site)
+        idle, _ = connect(site)
+        self.assertEqual(len(site.connections), 2)
+        answered.dataReceived(requestFor())  # with Connection: close
+        self.assertTrue(answeredT.disconnecting)
+        answered.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(site.connections), 1)
+        idle.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(site.connections), 0)
+        self.successResultOf(site.close())
+
+    def test_closedConnectionFreesItsPlaceUnderTheLimit(self) -> None:
+        """
+        With room for one connection, once the first has closed the next
+        client is served, not turned away with 503.
+        """
+        site = makeSite(maxConnections=1)
+        first, _ = connect(site)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(exchange(site, requestFor()).startswith(b"HTTP/1.1 200 OK"))
 
     def test_noAccessLogByDefault(self) -> None:
         """
