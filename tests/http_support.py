@@ -5,7 +5,7 @@ Speak HTTP to a twisted.web site over a L{StringTransport}: no socket, no clock.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
@@ -27,23 +27,23 @@ class HalfCloseableTransport(StringTransport):
         self.writeClosed = True
 
 
-def accept(site: Site) -> tuple[Protocol, HalfCloseableTransport]:
+def connect(site: Site) -> tuple[IProtocol, HalfCloseableTransport]:
     """
-    Open a new connection to C{site}; return its protocol (a channel, or the
-    answer of a full server) and transport.
+    Open a new HTTP connection to C{site}; return its protocol (a channel, or
+    the 503 of a full server) and transport.
     """
-    protocol = site.buildProtocol(PEER)
-    assert protocol is not None
+    channel = site.buildProtocol(PEER)
+    assert channel is not None
     transport = HalfCloseableTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
+    channel.makeConnection(transport)
+    return channel, transport
 
 
-def connect(site: Site) -> tuple[GuardedChannel, HalfCloseableTransport]:
+def connectChannel(site: Site) -> tuple[GuardedChannel, HalfCloseableTransport]:
     """
-    Open a new HTTP connection to C{site}; return its channel and transport.
+    L{connect} to a site that has room: return its L{GuardedChannel}.
     """
-    channel, transport = accept(site)
+    channel, transport = connect(site)
     assert isinstance(channel, GuardedChannel)
     return channel, transport
 
@@ -52,8 +52,8 @@ def exchange(site: Site, request: bytes) -> bytes:
     """
     Send raw bytes to a new HTTP connection and return what the server wrote.
     """
-    protocol, transport = accept(site)
-    protocol.dataReceived(request)
+    channel, transport = connect(site)
+    channel.dataReceived(request)
     response: bytes = transport.value()
     return response
 

@@ -241,6 +241,33 @@ class ChatRoomTests(SynchronousTestCase):
         self.assertEqual(received(bobT), [b"* 127.0.0.1:40001 left"])
         self.assertEqual(len(room.room), 1)
 
+    def test_lateCloseOfALeaverSparesTheNewHolderOfItsNick(self) -> None:
+        """
+        A client that has sent /quit leaves the room at once, but its
+        connection closes only once its last lines are sent; by then another
+        client may have taken its nick.  That late close must not take the
+        newcomer out of the room, which would leave it connected but missing
+        from /who and hearing nothing.
+        """
+        room = Room()
+        quitter, quitterT = room.connect(lingers=True)
+        newcomer, newcomerT = room.connect()
+        other, otherT = room.connect()
+        quitter.dataReceived(b"/nick alice\n/quit\n")
+        self.assertTrue(quitterT.disconnecting)
+        newcomer.dataReceived(b"/nick alice\n")
+        received(newcomerT), received(otherT)
+
+        quitterT.finishClosing()
+
+        self.assertEqual(room.room.names(), ["127.0.0.1:40003", "alice"])
+        self.assertEqual(received(otherT), [])
+        other.dataReceived(b"still there, alice?\n")
+        newcomer.dataReceived(b"yes\n")
+        heard = [b"<127.0.0.1:40003> still there, alice?", b"<alice> yes"]
+        self.assertEqual(received(newcomerT), heard)
+        self.assertEqual(received(otherT), heard)
+
     def test_overlongLineIsDroppedAndConnectionKept(self) -> None:
         """
         The sender of an over-long line is told, nobody receives any of it, it
@@ -257,6 +284,76 @@ class ChatRoomTests(SynchronousTestCase):
         )
         self.assertEqual(received(bobT), [b"<127.0.0.1:40001> short"])
         self.assertTrue(aliceT.connected)
+
+    def test_overlongLineInPiecesIsReportedOnceAndLinesAroundItKept(self) -> None:
+        """
+        An over-long line that arrives over several reads, its end in the same
+        read as the next lines, is reported to its sender once and reaches
+        nobody; the lines before and after it, in the same reads, are relayed,
+        even when another over-long line comes between them.
+
+        TCP splits a stream wherever it likes: how a long line is cut up must
+        not change what the room hears, nor how often its sender is told.
+        """
+        room = Room(maxLine=10)
+        alice, aliceT = room.connect()
+        _, bobT = room.connect()
+        received(aliceT), received(bobT)
+        for chunk in (
+            b"before\n" + b"x" * 8,
+            b"x" * 8,
+            b"x" * 50,
+            b"x" * 3 + b"\nafter\n" + b"y" * 11 + b"\nlast\n",
+        ):
+            alice.dataReceived(chunk)
+        tooLong = b"! line too long: over 10 bytes, discarded"
+        self.assertEqual(
+            received(aliceT),
+            [
+                b"<127.0.0.1:40001> before",
+                tooLong,
+                b"<127.0.0.1:40001> after",
+                tooLong,
+                b"<127.0.0.1:40001> last",
+            ],
+        )
+        self.assertEqual(
+            received(bobT),
+            [
+                b"<127.0.0.1:40001> before",
+                b"<127.0.0.1:40001> after",
+                b"<127.0.0.1:40001> last",
+            ],
+        )
+
+    def test_joinsAndDeparturesAnnouncedUpToAThousand(self) -> None:
+        """
+        With the default limit (1000, as the README says), a join or departure
+        is announced exactly when the room, counting that client, holds at most
+        1000: the 1000th arrival is announced, the 1001st is not, nor is its
+        departure, and once the room is back to 1000 the next departure is.
+
+        Too low a limit would hide who comes and goes in an ordinary room; too
+        high, or none, and a crowd arriving costs O(N * N) writes.
+        """
+        # Every one, however fast they come: the rate is tested on its own.
+        self.patch(chatroom, "ANNOUNCE_BURST", 10_000)
+        room = Room()
+        _, watcherT = room.connect()
+        others = [room.connect() for _ in range(999)]
+        self.assertEqual(
+            received(watcherT)[-1], b"* 127.0.0.1:41000 joined (1000 in the room)"
+        )
+        for _, transport in others:
+            transport.clear()
+        _, crowdT = room.connect()
+        self.assertEqual(received(watcherT), [])
+        self.assertIn(b"(1001 in the room)", received(crowdT)[0])
+        crowdT.loseConnection()
+        self.assertEqual(received(watcherT), [])
+        others[0][1].loseConnection()
+        self.assertEqual(received(watcherT), [b"* 127.0.0.1:40002 left"])
+        self.assertEqual(len(room.room), 999)
 
     def test_joinAndLeaveAreLogged(self) -> None:
         events = EventLoggingObserver.createWithCleanup(
@@ -340,6 +437,45 @@ class SlowConsumerTests(SynchronousTestCase):
             reader.resumeProducing()
         self.assertTrue(readerT.connected)
         self.assertFalse(readerT.disconnecting)
+
+    def test_onlyOutputWhilePausedCountsAndEachResumeRestartsTheCount(self) -> None:
+        """
+        What is sent while the transport is not paused never counts towards
+        the backlog, and each resume starts the count again; but a reader
+        that stalls again is still dropped once more than the backlog has
+        waited for it since it last caught up.
+
+        Driven through the producer the transport holds, with lines from
+        another client, as in a room: a reader that falls behind now and then
+        must not be dropped for the total it was sent.
+        """
+        room = Room(backlog=100)
+        reader, readerT = room.connect()
+        talker, talkerT = room.connect()
+        received(readerT), received(talkerT)
+        transportProducer = readerT.producer
+        assert transportProducer is not None
+
+        def say(count: int) -> None:
+            # Each line reaches the reader as 80 bytes, in a turn of its own.
+            for _ in range(count):
+                talker.dataReceived(b"x" * 60 + b"\n")
+                room.clock.advance(0)
+
+        transportProducer.pauseProducing()
+        say(1)  # 80 bytes waiting: within the backlog
+        transportProducer.resumeProducing()
+        say(3)  # sent while reading: does not count
+        transportProducer.pauseProducing()
+        say(1)  # 80 since the resume, not 160 in all
+        self.assertIn("127.0.0.1:40001", room.room.names())
+        self.assertTrue(readerT.connected)
+
+        say(1)  # 160 since the resume: too slow
+        self.assertEqual(room.room.names(), ["127.0.0.1:40002"])
+        self.assertFalse(readerT.connected)
+        self.assertIn(b"* 127.0.0.1:40001 was dropped (too slow)", received(talkerT))
+        self.assertTrue(received(readerT)[-1].startswith(b"! disconnected: more than"))
 
 
 class BatchingTests(SynchronousTestCase):

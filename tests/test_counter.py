@@ -9,8 +9,10 @@ import shutil
 import tempfile
 from typing import Any
 
-from http_support import HalfCloseableTransport, connect, exchange
+from http_support import HalfCloseableTransport, connect, connectChannel, exchange
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos.counter import (
@@ -90,6 +92,38 @@ class CounterTests(SynchronousTestCase):
         """
         site = makeSite(counter=RequestCounter(start=41))
         self.assertTrue(exchange(site, requestFor()).endswith(b"I am request #42\n"))
+
+    def test_closedConnectionsAreNoLongerCounted(self) -> None:
+        """
+        A connection counts while it is open, and no longer once it has
+        closed, whether the server closed it after answering or the client
+        went away; a stop then has nothing left to wait for.
+
+        A closed connection still counted would make the active-connections
+        figure only grow, the limit in time turn every client away with 503,
+        and every stop wait out the whole --shutdown-timeout.
+        """
+        site = makeSite()
+        answered, answeredT = connect(site)
+        idle, _ = connect(site)
+        self.assertEqual(len(site.connections), 2)
+        answered.dataReceived(requestFor())  # with Connection: close
+        self.assertTrue(answeredT.disconnecting)
+        answered.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(site.connections), 1)
+        idle.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(site.connections), 0)
+        self.successResultOf(site.close())
+
+    def test_closedConnectionFreesItsPlaceUnderTheLimit(self) -> None:
+        """
+        With room for one connection, once the first has closed the next
+        client is served, not turned away with 503.
+        """
+        site = makeSite(maxConnections=1)
+        first, _ = connect(site)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(exchange(site, requestFor()).startswith(b"HTTP/1.1 200 OK"))
 
     def test_noAccessLogByDefault(self) -> None:
         """
@@ -172,7 +206,7 @@ class RefusalTests(SynchronousTestCase):
             raise AssertionError("a request body went to a temporary file")
 
         self.patch(tempfile, "TemporaryFile", noTemporaryFiles)
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         channel.dataReceived(
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n"
             + b"x" * 1000
@@ -204,7 +238,7 @@ class RefusalTests(SynchronousTestCase):
             (b"HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", False),
         ]
         for number, (request, withBody) in enumerate(requests, 1):
-            channel, transport = connect(self.site)
+            channel, transport = connectChannel(self.site)
             channel.dataReceived(request)
             response = transport.value()
             self.assertEqual(statusLine(response), b"HTTP/1.1 413 Content Too Large")
@@ -214,7 +248,7 @@ class RefusalTests(SynchronousTestCase):
             self.assertEqual(self.site.refused["body"], number)
         self.assertEqual(self.site.requestCounter.last, 0)
 
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         channel.dataReceived(
             b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
@@ -232,14 +266,14 @@ class RefusalTests(SynchronousTestCase):
         but for at most LINGER_SECONDS and LINGER_BYTES, then it aborts.  If
         the client closes first, no timer is left behind.
         """
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
         self.clock.advance(LINGER_SECONDS - 0.1)
         self.assertFalse(transport.disconnected)
         self.clock.advance(0.1)
         self.assertTrue(transport.disconnected)
 
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
         chunk = b"x" * 65536
         for _ in range(LINGER_BYTES // len(chunk)):
@@ -249,7 +283,7 @@ class RefusalTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
         channel.connectionLost()
 
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
         self.assertTrue(transport.writeClosed)
         channel.connectionLost()
@@ -263,7 +297,7 @@ class RefusalTests(SynchronousTestCase):
         longLine = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000
         manyLines = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Many: aaaaaaaaaa\r\n" * 1000
         for number, request in enumerate((longLine, manyLines), 1):
-            channel, transport = connect(self.site)
+            channel, transport = connectChannel(self.site)
             channel.dataReceived(request)
             self.assertEqual(
                 statusLine(transport.value()),
@@ -283,7 +317,7 @@ class RefusalTests(SynchronousTestCase):
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         ):
-            channel, transport = connect(self.site)
+            channel, transport = connectChannel(self.site)
             channel.dataReceived(request)
             self.assertEqual(statusLine(transport.value()), b"HTTP/1.1 400 Bad Request")
             self.assertTrue(transport.writeClosed)
@@ -296,7 +330,7 @@ class RefusalTests(SynchronousTestCase):
         twisted.web's own 400 for a malformed request also closes lingering,
         so the client reads it.
         """
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         channel.dataReceived(b"THIS IS NOT HTTP\r\n\r\n")
         self.assertEqual(statusLine(transport.value()), b"HTTP/1.1 400 Bad Request")
         self.assertTrue(transport.writeClosed)
@@ -319,7 +353,7 @@ class HeaderTimeoutTests(SynchronousTestCase):
         A client sending a byte every 2 s keeps the idle timer (60 s) from ever
         firing; the header deadline answers it 408 at 10 s and closes.
         """
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         for byte in b"GET ":
             channel.dataReceived(bytes([byte]))
             self.clock.advance(2)
@@ -338,7 +372,7 @@ class HeaderTimeoutTests(SynchronousTestCase):
         sent 50 s after connecting, or after the previous answer, has its own
         10 s, and no more.
         """
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         for number in (1, 2):
             self.clock.advance(50)
             channel.dataReceived(b"GET / HTTP/1.1\r\n")
@@ -355,7 +389,7 @@ class HeaderTimeoutTests(SynchronousTestCase):
         The deadline is the site's C{headerTimeout}.
         """
         site = CounterSite(reactor=self.clock, headerTimeout=1)
-        channel, transport = connect(site)
+        channel, transport = connectChannel(site)
         channel.dataReceived(b"GET / HTTP/1.1\r\n")
         self.clock.advance(1)
         self.assertEqual(statusLine(transport.value()), b"HTTP/1.1 408 Request Timeout")
@@ -366,7 +400,7 @@ class HeaderTimeoutTests(SynchronousTestCase):
         number of timers (the deadline is one timer per connection, moved
         along), and the deadline still applies to the next request.
         """
-        channel, transport = connect(self.site)
+        channel, transport = connectChannel(self.site)
         counts = []
         for _ in range(5):
             channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -394,6 +394,31 @@ def test_metricsCountTheTrafficAndScrapingCountsNoRequest(
     server.assertNoErrorsLogged()
 
 
+def test_httpGaugeFallsToZeroOnceClientsHaveClosed(launcher: OperatorLauncher) -> None:
+    """
+    After three GETs, each on a connection the client then closed, the gauge
+    of active HTTP connections on /metrics falls back to 0, and the total
+    stays at 3.
+
+    A gauge that kept counting closed connections would report a leak that
+    is not there; and the connection limit counts the same figure, so in time
+    every client would be turned away with 503.
+    """
+    server = launcher.start(services=["http"], metrics=True)
+    assert getNumbers(server, 3) == [1, 2, 3]
+    # The server sees each close a moment after the client makes it.
+    deadline = time.monotonic() + LINE_TIMEOUT
+    while True:
+        samples = scrapeMetrics(metricsPort(server))
+        active = sample(samples, "netdemos_connections_active", service="http")
+        if active == 0:
+            break
+        assert time.monotonic() < deadline, f"{active} closed connections counted"
+        time.sleep(0.02)  # a polling interval
+    assert sample(samples, "netdemos_connections_total", service="http") == 3
+    server.assertNoErrorsLogged()
+
+
 # Graceful stop
 
 
@@ -484,6 +509,32 @@ def test_sigtermDrainsThenAbortsHangingClientsWithinTimeout(
         f"1 connections still open after {SHUTDOWN_TIMEOUT:.1f}s; aborting them"
         in server.output()
     ), server.output()
+    server.assertNoErrorsLogged()
+
+
+LONG_SHUTDOWN_TIMEOUT = 20
+PROMPT_EXIT = 5
+
+
+def test_sigtermWithNoClientLeftDoesNotWaitOutTheTimeout(
+    launcher: OperatorLauncher,
+) -> None:
+    """
+    With --shutdown-timeout=20 and three GETs done on connections the client
+    then closed, SIGTERM ends twistd within 5 s, and nothing is aborted.
+
+    The timeout is for clients that hang; if connections already closed still
+    counted as open, every stop, and so every deploy, would wait it out.
+    """
+    server = launcher.start(
+        services=["http"], extra=[f"--shutdown-timeout={LONG_SHUTDOWN_TIMEOUT}"]
+    )
+    assert getNumbers(server, 3) == [1, 2, 3]
+    returncode, seconds = terminate(server)
+    print(f"with no client left, twistd exited {seconds:.3f}s after SIGTERM")
+    assert returncode == KILLED_BY_SIGTERM, server.output()
+    assert seconds < PROMPT_EXIT, server.output()
+    assert "still open" not in server.output(), server.output()
     server.assertNoErrorsLogged()
 
 

@@ -5,7 +5,7 @@ Tests for L{netdemos.metrics}: the figures in C{/metrics}, and the health pages.
 from __future__ import annotations
 
 from chat_support import Room
-from http_support import PEER, connect, exchange, get
+from http_support import PEER, connectChannel, exchange, get
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -116,7 +116,7 @@ class MetricsTests(SynchronousTestCase):
         The metrics port takes no body either: it is refused unread, not
         spooled to disk.
         """
-        channel, transport = connect(self.admin)
+        channel, transport = connectChannel(self.admin)
         channel.dataReceived(
             b"POST /metrics HTTP/1.1\r\nHost: x\r\n"
             b"Content-Length: 1000000000000\r\n\r\n"

@@ -8,9 +8,11 @@ import os
 import re
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from descriptors_support import FakeOpenFileLimit, plenty
+from operator_support import makeCertificate
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
@@ -205,6 +207,36 @@ class OperatorOptionsTests(SynchronousTestCase):
             tap.withListenBacklog("systemd:domain=INET:name=e"),
             "systemd:domain=INET:name=e",
         )
+
+    def test_listenBacklogDefaultReachesEveryKindOfListener(self) -> None:
+        """
+        The default backlog of 1024 reaches tcp6, unix and ssl listeners, a
+        bare port and the metrics listener alike, and an explicit C{backlog=}
+        on any of them is kept.
+
+        A burst of connects stalls on SYN retries whatever kind of endpoint it
+        hits, and an operator who chose a backlog must get that one.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        certificate = makeCertificate(Path(directory))
+        sockets = os.path.join(directory, "sockets")
+        reactor, _ = listening(
+            "--echo=tcp6:7001",
+            "--echo=tcp6:7002:backlog=7",
+            "--http=8000",
+            f"--http={certificate.serverEndpoint(8443)}:backlog=9",
+            f"--chat=unix:{sockets}/chat",
+            f"--chat=unix:{sockets}/chat-too:backlog=11",
+            f"--chat={certificate.serverEndpoint(6697)}",
+            "--metrics=tcp:9100:interface=127.0.0.1",
+        )
+        tcp = {port: backlog for port, _, backlog, _ in reactor.tcpServers}
+        self.assertEqual(tcp, {7001: 1024, 7002: 7, 8000: 1024, 9100: 1024})
+        unix = {path: backlog for path, _, backlog, _, _ in reactor.unixServers}
+        self.assertEqual(unix, {f"{sockets}/chat": 1024, f"{sockets}/chat-too": 11})
+        ssl = {port: backlog for port, _, _, backlog, _ in reactor.sslServers}
+        self.assertEqual(ssl, {8443: 9, 6697: 1024})
 
     def test_limitsAndTimeoutsReachTheServices(self) -> None:
         _, ports = listening(
