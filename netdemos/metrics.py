@@ -26,6 +26,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from netdemos.chat.tcp import ChatFactory
+from netdemos.connections import Connections
 from netdemos.counter import (
     DEFAULT_IDLE_TIMEOUT,
     REFUSAL_REASONS,
@@ -37,7 +38,6 @@ from netdemos.counter import (
 from netdemos.descriptors import ADMIN_MAX_CONNECTIONS
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
-from netdemos.limits import Connections
 
 
 class NetdemosCollector(Collector):
@@ -48,13 +48,8 @@ class NetdemosCollector(Collector):
     peer address.
     """
 
-    def __init__(
-        self,
-        echo: EchoFactory | None,
-        http: CounterSite | None,
-        chat: ChatFactory | None,
-    ) -> None:
-        self._echo, self._http, self._chat = echo, http, chat
+    def __init__(self, server: NetdemosService) -> None:
+        self._server = server
         # Set once the site serving these metrics is built.
         self.admin: QuietSite | None = None
 
@@ -70,16 +65,11 @@ class NetdemosCollector(Collector):
             "Connections turned away.",
             labels=["service", "reason"],
         )
-        services = (
-            ("echo", self._echo),
-            ("http", self._http),
-            ("chat", self._chat),
-            ("metrics", self.admin),
-        )
-        for name, factory in services:
-            if factory is None:
-                continue
-            connections = factory.connections
+        factories = self._server.factories
+        services = [(name, each.connections) for name, each in factories.items()]
+        if self.admin is not None:
+            services.append(("metrics", self.admin.connections))
+        for name, connections in services:
             total.add_metric([name], connections.total)
             active.add_metric([name], len(connections))
             # "fd": accept(2) ran out of file descriptors (descriptors.py).
@@ -87,17 +77,19 @@ class NetdemosCollector(Collector):
                 rejected.add_metric([name, reason], connections.rejected[reason])
         yield from (total, active, rejected)
 
-        if self._echo is not None:
+        echo = factories.get("echo")
+        if isinstance(echo, EchoFactory):
             yield CounterMetricFamily(
                 "netdemos_echo_bytes",
                 "Bytes echoed.",
-                value=self._echo.bytesEchoed,
+                value=echo.bytesEchoed,
             )
-        if self._http is not None:
+        http = factories.get("http")
+        if isinstance(http, CounterSite):
             yield CounterMetricFamily(
                 "netdemos_http_requests",
                 "HTTP requests answered by this process.",
-                value=self._http.counterResource.requestsServed,
+                value=http.counterResource.requestsServed,
             )
             refused = CounterMetricFamily(
                 "netdemos_http_requests_refused",
@@ -105,10 +97,11 @@ class NetdemosCollector(Collector):
                 labels=["reason"],
             )
             for reason in REFUSAL_REASONS:
-                refused.add_metric([reason], self._http.refused[reason])
+                refused.add_metric([reason], http.refused[reason])
             yield refused
-        if self._chat is not None:
-            room = self._chat.room
+        chat = factories.get("chat")
+        if isinstance(chat, ChatFactory):
+            room = chat.room
             yield CounterMetricFamily(
                 "netdemos_chat_messages",
                 "Chat lines relayed to the room.",
@@ -174,18 +167,13 @@ class HealthPage(Resource):
         return b"ok\n"
 
 
-def makeAdminSite(
-    server: NetdemosService,
-    echo: EchoFactory | None,
-    http: CounterSite | None,
-    chat: ChatFactory | None,
-) -> QuietSite:
+def makeAdminSite(server: NetdemosService) -> QuietSite:
     """
-    Build the site that serves C{/metrics}, C{/livez} and C{/readyz}, on the
-    server's clock.
+    Build the site that serves C{/metrics}, C{/livez} and C{/readyz} for the
+    services in C{server.factories}, on the server's clock.
     """
     registry = CollectorRegistry()
-    collector = NetdemosCollector(echo, http, chat)
+    collector = NetdemosCollector(server)
     registry.register(collector)
     ProcessCollector(registry=registry)
     root = Resource()

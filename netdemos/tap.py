@@ -9,7 +9,6 @@ that service's endpoints, as C{twisted.web.tap} does.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,15 @@ from twisted.application import strports
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from netdemos import counter, descriptors, echo, hangup, lifecycle, limits
+from netdemos import (
+    connections,
+    counter,
+    counting,
+    descriptors,
+    echo,
+    hangup,
+    lifecycle,
+)
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
 from netdemos.notify import Notifier
@@ -212,7 +219,7 @@ class Options(usage.Options):
         [
             "max-connections",
             None,
-            limits.DEFAULT_MAX_CONNECTIONS,
+            connections.DEFAULT_MAX_CONNECTIONS,
             "Most connections at once, per service; past it echo closes, chat"
             " says '! server full' and HTTP answers 503"
             " (e.g. --max-connections=500).  Lowered at startup, with a"
@@ -318,6 +325,19 @@ class Options(usage.Options):
         return endpoints
 
 
+def reactorOrGlobal(reactor: Any) -> Any:
+    """
+    C{reactor}, or if it is L{None} the global reactor, imported only now:
+    importing it when this module loads would install the default reactor
+    before C{twistd --reactor=...} has chosen one.
+    """
+    if reactor is not None:
+        return reactor
+    from twisted.internet import reactor as installed
+
+    return installed
+
+
 def checkEndpoint(name: str, description: str, reactor: Any = None) -> None:
     """
     Parse C{description} as a server endpoint, or explain in one line why not.
@@ -325,11 +345,7 @@ def checkEndpoint(name: str, description: str, reactor: Any = None) -> None:
     Parsing does not listen (the reactor is only stored in the endpoint), but
     it does check the port number, the options, and for C{ssl:} the key files.
     """
-    if reactor is None:
-        from twisted.internet import reactor as _reactor
-
-        reactor = _reactor
-
+    reactor = reactorOrGlobal(reactor)
     if description.startswith("ssl:") and not _haveTLS():
         raise usage.UsageError(
             f"--{name}={description}: TLS needs pyOpenSSL and service_identity:"
@@ -361,14 +377,9 @@ def checkCounterFile(path: str) -> None:
         those, which says nothing about a file's contents.
     """
     try:
-        counter.readCount(path)
-    except counter.CounterFileError as e:
+        counting.FileCounter.check(path)
+    except counting.CounterFileError as e:
         raise lifecycle.StartupError(f"netdemos: --counter-file: {e}") from e
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise lifecycle.StartupError(
-            f"netdemos: --counter-file: cannot write in {directory}"
-        )
 
 
 def makeService(
@@ -386,10 +397,7 @@ def makeService(
     # on the global reactor, as under twistd, installs one; a test's
     # MemoryReactor never does.
     handleSignals = reactor is None
-    if reactor is None:
-        from twisted.internet import reactor as _reactor
-
-        reactor = _reactor
+    reactor = reactorOrGlobal(reactor)
     if openFiles is None:
         openFiles = descriptors.ProcessOpenFileLimit()
 
@@ -435,12 +443,7 @@ def makeService(
     if options["metrics"]:
         from netdemos.metrics import makeAdminSite
 
-        admin = makeAdminSite(
-            server,
-            echoFactory if options["echo"] else None,
-            site if options["http"] else None,
-            chatFactory if options["chat"] else None,
-        )
+        admin = makeAdminSite(server)
         factories["metrics"] = admin
         for description in options["metrics"]:
             listen(server.admin, "metrics", description, admin, reactor)
@@ -454,16 +457,19 @@ def makeService(
             ceiling=descriptors.usableOpenFiles(reactor),
         )
     except ValueError as e:
-        raise SystemExit(f"netdemos: {e}") from e
+        raise lifecycle.StartupError(f"netdemos: {e}") from e
     return server
 
 
-def makeCounter(path: str | None) -> counter.RequestCounter:
+def makeCounter(path: str | None) -> counting.ICounter:
+    """
+    The counter the options ask for: in memory, or in the file at C{path}.
+    """
     if path is None:
-        return counter.RequestCounter()
+        return counting.MemoryCounter()
     try:
-        return counter.PersistentCounter(path)
-    except counter.CounterFileError as e:
+        return counting.FileCounter(path)
+    except counting.CounterFileError as e:
         raise lifecycle.StartupError(f"netdemos: --counter-file: {e}") from e
 
 

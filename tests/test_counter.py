@@ -20,8 +20,8 @@ from netdemos.counter import (
     LINGER_BYTES,
     LINGER_SECONDS,
     CounterSite,
-    RequestCounter,
 )
+from netdemos.counting import MemoryCounter
 
 
 def requestFor(path: bytes = b"/", method: bytes = b"GET") -> bytes:
@@ -43,7 +43,7 @@ class CounterTests(SynchronousTestCase):
         self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertTrue(first.endswith(b"\r\n\r\nI am request #1\n"))
         self.assertTrue(second.endswith(b"\r\n\r\nI am request #2\n"))
-        self.assertEqual(site.requestCounter.last, 2)
+        self.assertEqual(site.requestCounter.peek(), 2 + 1)
 
     def test_headersAreTextAndUncached(self) -> None:
         """
@@ -75,7 +75,7 @@ class CounterTests(SynchronousTestCase):
             response = exchange(site, requestFor(method=method))
             self.assertTrue(response.startswith(b"HTTP/1.1 405 "), response)
             self.assertIn(b"\r\nAllow: GET, HEAD\r\n", response)
-        self.assertEqual(site.requestCounter.last, 0)
+        self.assertEqual(site.requestCounter.peek(), 0 + 1)
 
     def test_malformedRequestGets400AndServerGoesOn(self) -> None:
         """
@@ -90,7 +90,7 @@ class CounterTests(SynchronousTestCase):
         """
         The site uses the counter it is given, so a count can be carried over.
         """
-        site = makeSite(counter=RequestCounter(start=41))
+        site = makeSite(counter=MemoryCounter(start=41))
         self.assertTrue(exchange(site, requestFor()).endswith(b"I am request #42\n"))
 
     def test_closedConnectionsAreNoLongerCounted(self) -> None:
@@ -246,7 +246,7 @@ class RefusalTests(SynchronousTestCase):
             self.assertEqual(response.endswith(b"\r\n\r\n"), not withBody, response)
             self.assertTrue(transport.writeClosed)
             self.assertEqual(self.site.refused["body"], number)
-        self.assertEqual(self.site.requestCounter.last, 0)
+        self.assertEqual(self.site.requestCounter.peek(), 0 + 1)
 
         channel, transport = connectChannel(self.site)
         channel.dataReceived(

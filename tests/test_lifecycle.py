@@ -15,8 +15,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos import tap
+from netdemos.connections import Connections
 from netdemos.lifecycle import NetdemosService
-from netdemos.limits import Connections
 from netdemos.notify import Notifier
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS
 from netdemos.descriptors import planDescriptors
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS
 from netdemos.tap import DEFAULT_ENDPOINTS
 
 UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"

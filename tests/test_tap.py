@@ -21,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos import tap
 from netdemos.chat.tcp import ChatFactory
-from netdemos.counter import MAX_COUNT, CounterSite
+from netdemos.counter import CounterSite
+from netdemos.counting import MAX_COUNT
 from netdemos.descriptors import WatchedEndpoint
 from netdemos.echo import EchoFactory
 from netdemos.hangup import HangupService

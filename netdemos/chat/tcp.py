@@ -42,7 +42,7 @@ from zope.interface import implementer
 from netdemos.chat.lines import LineBuffer, clean
 from netdemos.chat.rate import TokenBucket
 from netdemos.chat.room import ChatRoom, IMember
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
 
 DEFAULT_MAX_LINE = 4096
 DEFAULT_BACKLOG = 1024 * 1024

@@ -12,9 +12,9 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemos.chat.tcp import RoomFull
+from netdemos.connections import Connections
 from netdemos.counter import CounterSite
 from netdemos.echo import Echo, EchoFactory
-from netdemos.limits import Connections
 
 
 def connect(protocol: Protocol) -> StringTransportWithDisconnection:

@@ -1,5 +1,5 @@
 """
-Tests for L{netdemos.counter.PersistentCounter}: the HTTP count across restarts.
+Tests for L{netdemos.counting}: the HTTP count across restarts.
 """
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ import shutil
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
-from netdemos.counter import (
+from netdemos.counting import (
     MAX_COUNT,
     CounterFileError,
-    PersistentCounter,
+    FileCounter,
+    ICounter,
+    MemoryCounter,
     readCount,
 )
 
@@ -46,23 +49,23 @@ class PersistentCounterTests(SynchronousTestCase):
         """
         Three requests, a clean stop, and the next run's first request is #4.
         """
-        counter = PersistentCounter(self.path)
+        counter = FileCounter(self.path)
         self.assertEqual([counter.next() for _ in range(3)], [1, 2, 3])
         counter.save()
-        self.assertEqual(PersistentCounter(self.path).next(), 4)
+        self.assertEqual(FileCounter(self.path).next(), 4)
 
     def test_crashNeverRepeatsANumber(self) -> None:
         """
         After a crash (no save), the next run starts above every number the
         last one could have handed out: numbers may be skipped, never repeated.
         """
-        counter = PersistentCounter(self.path, reserve=10)
+        counter = FileCounter(self.path, reserve=10)
         handedOut = [counter.next() for _ in range(25)]
-        restarted = PersistentCounter(self.path, reserve=10)
+        restarted = FileCounter(self.path, reserve=10)
         self.assertGreater(restarted.next(), max(handedOut))
 
     def test_diskIsWrittenOncePerBlockNotPerRequest(self) -> None:
-        counter = PersistentCounter(self.path, reserve=100)
+        counter = FileCounter(self.path, reserve=100)
         writes = []
         original = os.replace
 
@@ -77,7 +80,7 @@ class PersistentCounterTests(SynchronousTestCase):
         self.assertEqual(readCount(self.path), 300)
 
     def test_missingFileStartsAtOneAndIsCreated(self) -> None:
-        counter = PersistentCounter(self.path)
+        counter = FileCounter(self.path)
         self.assertTrue(os.path.exists(self.path))
         self.assertEqual(counter.next(), 1)
 
@@ -98,7 +101,7 @@ class PersistentCounterTests(SynchronousTestCase):
         for content in NOT_A_COUNT:
             self.write(content)
             before = os.stat(self.path)
-            error = self.assertRaises(CounterFileError, PersistentCounter, self.path)
+            error = self.assertRaises(CounterFileError, FileCounter, self.path)
             self.assertIn(self.path, str(error))
             self.assertNotIn("\n", str(error))
             with open(self.path, "rb") as f:
@@ -127,7 +130,7 @@ class PersistentCounterTests(SynchronousTestCase):
         handed out once, and the one after is refused, not repeated.
         """
         self.write(b"%d\n" % (MAX_COUNT - 2,))
-        counter = PersistentCounter(self.path, reserve=1000)
+        counter = FileCounter(self.path, reserve=1000)
         self.assertEqual([counter.next(), counter.next()], [MAX_COUNT - 1, MAX_COUNT])
         self.assertEqual(readCount(self.path), MAX_COUNT)
         error = self.assertRaises(CounterFileError, counter.next)
@@ -139,15 +142,27 @@ class PersistentCounterTests(SynchronousTestCase):
         A server that could only refuse every request does not start.
         """
         self.write(b"%d\n" % (MAX_COUNT,))
-        error = self.assertRaises(CounterFileError, PersistentCounter, self.path)
+        error = self.assertRaises(CounterFileError, FileCounter, self.path)
         self.assertIn("no number is left", str(error))
 
     def test_unreadableFileIsAnError(self) -> None:
         os.mkdir(self.path)  # reading a directory fails
-        error = self.assertRaises(CounterFileError, PersistentCounter, self.path)
+        error = self.assertRaises(CounterFileError, FileCounter, self.path)
         self.assertIn(f"cannot read {self.path}", str(error))
 
     def test_unwritableDirectoryIsAnErrorAtStartup(self) -> None:
         missing = os.path.join(self.directory, "no", "such", "count")
-        error = self.assertRaises(CounterFileError, PersistentCounter, missing)
+        error = self.assertRaises(CounterFileError, FileCounter, missing)
         self.assertIn(f"cannot write {missing}", str(error))
+
+
+class InterfaceTests(SynchronousTestCase):
+    def test_everyCounterIsAnICounter(self) -> None:
+        """
+        The HTTP resource only knows L{ICounter}: each home for the count
+        provides it.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        for counter in (MemoryCounter(), FileCounter(os.path.join(directory, "n"))):
+            verifyObject(ICounter, counter)
