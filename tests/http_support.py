@@ -4,14 +4,12 @@ Speak HTTP to a twisted.web site over a L{StringTransport}: no socket, no clock.
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv4Address
+from protocol_support import PEER
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
 from netdemos.counter import GuardedChannel
-
-PEER = IPv4Address("TCP", "127.0.0.1", 5000)
 
 
 class HalfCloseableTransport(StringTransport):

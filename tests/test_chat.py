@@ -5,6 +5,7 @@ Unit tests for L{netdemos.chat}: clients on string transports, a fake clock.
 from __future__ import annotations
 
 from chat_support import Room, received
+from protocol_support import PEER, connectProtocol
 from twisted.internet.address import UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -20,7 +21,7 @@ from netdemos.chat import tcp as chat
 from netdemos.chat.lines import LineBuffer, clean
 from netdemos.chat.rate import TokenBucket
 from netdemos.chat.room import IMember
-from netdemos.chat.tcp import ChatClient
+from netdemos.chat.tcp import ChatClient, RoomFull
 
 
 class LineBufferTests(SynchronousTestCase):
@@ -826,3 +827,41 @@ class MemberInterfaceTests(SynchronousTestCase):
         """
         client, _ = Room().connect()
         verifyObject(IMember, client)
+
+
+class ChatLimitTests(SynchronousTestCase):
+    def test_fullRoomSaysSoAndHangsUp(self) -> None:
+        room = Room()
+        room.factory.connections.limit = 1
+        room.connect()
+        protocol = room.factory.buildProtocol(PEER)
+        self.assertIsInstance(protocol, RoomFull)
+        transport = connectProtocol(protocol)
+        self.assertEqual(transport.value(), b"! server full, try again later\r\n")
+        self.assertFalse(transport.connected)
+        self.assertEqual(room.factory.connections.rejected["limit"], 1)
+        self.assertEqual(len(room.room), 1)
+
+    def test_idleClientIsToldThenClosed(self) -> None:
+        room = Room()
+        room.factory.idleTimeout = 30
+        idler, idlerT = room.connect()
+        other, otherT = room.connect()
+        room.clock.advance(20)
+        other.dataReceived(b"still here\n")
+        received(idlerT), received(otherT)
+        room.clock.advance(10)
+        self.assertEqual(received(idlerT), [b"! idle for 30 seconds; disconnecting"])
+        self.assertFalse(idlerT.connected)
+        self.assertEqual(received(otherT), [b"* 127.0.0.1:40001 left (idle)"])
+        self.assertEqual(room.room.clientsDropped["idle"], 1)
+
+    def test_shutdownTellsEveryoneAndCloses(self) -> None:
+        room = Room()
+        transports = [room.connect()[1] for _ in range(3)]
+        for transport in transports:
+            received(transport)
+        self.successResultOf(room.factory.close())
+        for transport in transports:
+            self.assertEqual(received(transport), [b"* server shutting down"])
+            self.assertFalse(transport.connected)

@@ -10,6 +10,7 @@ import tempfile
 from typing import Any
 
 from http_support import HalfCloseableTransport, connect, connectChannel, exchange
+from protocol_support import PEER, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -411,3 +412,35 @@ class HeaderTimeoutTests(SynchronousTestCase):
         channel.dataReceived(b"GET / HTTP/1.1\r\n")
         self.clock.advance(DEFAULT_HEADER_TIMEOUT)
         self.assertIn(b"HTTP/1.1 408 Request Timeout\r\n", transport.value())
+
+
+class HTTPLimitTests(SynchronousTestCase):
+    def test_overTheLimitGets503(self) -> None:
+        site = CounterSite(reactor=Clock(), maxConnections=1)
+        first = site.buildProtocol(PEER)
+        assert first is not None
+        connectProtocol(first)
+        extra = site.buildProtocol(PEER)
+        assert extra is not None
+        transport = connectProtocol(extra)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertFalse(transport.connected)
+        self.assertEqual(site.connections.rejected["limit"], 1)
+        self.assertEqual(len(site.connections), 1)
+
+    def test_idleConnectionClosedAfterAMinute(self) -> None:
+        """
+        An HTTP connection that sends nothing is closed after 60 s, not
+        twisted.web's default 12 hours: that blunts slowloris.
+        """
+        clock = Clock()
+        site = CounterSite(reactor=clock)
+        channel = site.buildProtocol(PEER)
+        assert channel is not None
+        transport = connectProtocol(channel)
+        transport.abortConnection = transport.loseConnection  # type: ignore[method-assign]
+        clock.advance(59)
+        self.assertTrue(transport.connected)
+        clock.advance(1)
+        self.assertFalse(transport.connected)
