@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import NOT_ALLOWED, HTTPChannel, Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import Request as SiteRequest
 from twisted.web.server import Site
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
@@ -298,7 +299,9 @@ class GuardedChannel(HTTPChannel):
         # Whatever else arrives goes to rawDataReceived, to be discarded.
         self.setRawMode()
         assert self.transport is not None
-        self.transport.write(plainResponse(status, body, headers, headOnly))
+        self.transport.write(
+            plainResponse(status, body, headers + self.site.servedByHeader, headOnly)
+        )
         self._stopSending()
 
     def _stopSending(self) -> None:
@@ -354,7 +357,12 @@ class CountedChannel(GuardedChannel):
 class ServiceUnavailable(Protocol):
     """
     Answer 503 at once, without reading the request: the server is full.
+
+    @ivar headers: header lines to add, each ending in CRLF.
     """
+
+    def __init__(self, headers: bytes = b"") -> None:
+        self.headers = headers
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -362,10 +370,24 @@ class ServiceUnavailable(Protocol):
             plainResponse(
                 b"503 Service Unavailable",
                 b"503 Service Unavailable: too many connections\n",
-                b"Retry-After: 1\r\n",
+                b"Retry-After: 1\r\n" + self.headers,
             )
         )
         self.transport.loseConnection()
+
+
+class ServedRequest(SiteRequest):
+    """
+    A request whose response says which instance served it, in
+    C{X-Served-By}: behind a load balancer, the one header that tells which
+    of several servers answered.
+    """
+
+    channel: GuardedChannel
+
+    def process(self) -> None:
+        self.responseHeaders.setRawHeaders(b"x-served-by", self.channel.site.servedBy)
+        super().process()
 
 
 class GuardedSite(Site):
@@ -377,6 +399,9 @@ class GuardedSite(Site):
         all its headers.
     @ivar refused: requests refused before any resource saw them, by reason
         (see L{REFUSAL_REASONS}).
+    @ivar servedBy: the value of C{X-Served-By} on every response, once
+        encoded; and L{servedByHeader}, that header line for answers written
+        without a L{Request}.
     """
 
     # Plain HTTP/1.1 channels: this gives up twisted.web's HTTP/2 negotiation,
@@ -387,11 +412,18 @@ class GuardedSite(Site):
         self,
         resource: Any,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        instance: str = "netdemos",
         **kwargs: Any,
     ) -> None:
+        """
+        @param instance: the name of this instance, for C{X-Served-By}.
+        """
+        kwargs.setdefault("requestFactory", ServedRequest)
         super().__init__(resource, **kwargs)
         self.headerTimeout = headerTimeout
         self.refused: Counter[str] = Counter()
+        self.servedBy = [instance.encode("ascii")]
+        self.servedByHeader = b"X-Served-By: %s\r\n" % (self.servedBy[0],)
 
     def getContentFile(self, length: int | None) -> BytesIO:
         """
@@ -451,7 +483,7 @@ class CounterSite(GuardedSite):
     ) -> Protocol | None:
         # Twisted's stubs expect an HTTP channel; a full server answers 503.
         if self.connections.rejectIfFull():
-            return ServiceUnavailable()
+            return ServiceUnavailable(self.servedByHeader)
         channel: Protocol | None = super().buildProtocol(addr)
         return channel
 

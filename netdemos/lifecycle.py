@@ -61,9 +61,12 @@ class NetdemosService(MultiService):
     """
     The netdemos service tree.
 
+    @ivar instance: this instance's name (C{--name}), in its log and status
+        line.
     @ivar listeners: one L{StreamServerEndpointService} per service endpoint.
     @ivar admin: the metrics and health listeners, stopped last.
-    @ivar ready: every listener is listening and the server is not stopping.
+    @ivar dependencies: what the server needs besides its listeners to serve,
+        such as a Redis counter: each has a C{ready} attribute.
     """
 
     def __init__(
@@ -71,9 +74,11 @@ class NetdemosService(MultiService):
         clock: IReactorTime,
         notifier: Notifier | None = None,
         shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        instance: str = "netdemos",
     ) -> None:
         super().__init__()
         self.clock = clock
+        self.instance = instance
         self.notifier = notifier if notifier is not None else Notifier({})
         self.shutdownTimeout = shutdownTimeout
         self.listeners = MultiService()
@@ -82,7 +87,8 @@ class NetdemosService(MultiService):
         self.admin.setServiceParent(self)
         self.factories: dict[str, Drainable] = {}
         self.onStopped: list[Callable[[], object]] = []
-        self.ready = False
+        self.dependencies: list[Any] = []
+        self._serving = False
         self._statusLoop = LoopingCall(self._reportStatus)
         self._statusLoop.clock = clock
 
@@ -101,37 +107,53 @@ class NetdemosService(MultiService):
                         f"netdemos: cannot listen for {child.name}: {_reason(e)}"
                     ) from e
 
+    @property
+    def ready(self) -> bool:
+        """
+        Every listener is listening, the server is not stopping, and every
+        dependency is ready: what C{/readyz} reports, for a load balancer to
+        send traffic here or not.
+        """
+        return self._serving and all(each.ready for each in self.dependencies)
+
     def startService(self) -> None:
         super().startService()
         # Every endpoint netdemos accepts listens synchronously, so by now every
-        # port is bound and accepting.
-        self.ready = True
+        # port is bound and accepting.  systemd's READY=1 means started, not
+        # ready for traffic: a dependency that is not up yet (Redis) is for
+        # /readyz to report, not a reason to hold up or fail the start.
+        self._serving = True
         self.notifier.ready()
         self._statusLoop.start(STATUS_INTERVAL, now=True)
-        log.info("netdemos: ready ({summary})", summary=self.summary())
+        log.info(
+            "netdemos: {instance} ready ({summary})",
+            instance=self.instance,
+            summary=self.summary(),
+        )
 
     def summary(self) -> str:
         """
-        One line on what the server is doing, for C{systemctl status}.
+        One line on what the server is doing, for C{systemctl status}: whose
+        instance it is, and its clients.
         """
         listening = sum(1 for _ in self.listeners)
         clients = ", ".join(
             f"{name} {len(service.connections)}"
             for name, service in self.factories.items()
         )
-        return f"{listening} listeners; clients: {clients or 'none'}"
+        return f"{self.instance}: {listening} listeners; clients: {clients or 'none'}"
 
     def _reportStatus(self) -> None:
         self.notifier.status(self.summary())
 
     def stopService(self) -> Deferred[None]:
-        self.ready = False
+        self._serving = False
         Service.stopService(self)
         if self._statusLoop.running:
             self._statusLoop.stop()
         self.notifier.stopping()
         self.notifier.status("shutting down")
-        log.info("netdemos: shutting down")
+        log.info("netdemos: {instance} shutting down", instance=self.instance)
         return self._stop()
 
     @inlineCallbacks

@@ -16,7 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -25,6 +30,7 @@ from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
+from netdemos import __version__
 from netdemos.chat.tcp import ChatFactory
 from netdemos.connections import Connections
 from netdemos.counter import (
@@ -54,6 +60,11 @@ class NetdemosCollector(Collector):
         self.admin: QuietSite | None = None
 
     def collect(self) -> Iterator[Metric]:
+        yield InfoMetricFamily(
+            "netdemos",
+            "This instance's name (--name) and netdemos version.",
+            value={"instance": self._server.instance, "version": __version__},
+        )
         total = CounterMetricFamily(
             "netdemos_connections", "Connections accepted.", labels=["service"]
         )
@@ -181,7 +192,10 @@ def makeAdminSite(server: NetdemosService) -> QuietSite:
     root.putChild(b"livez", HealthPage(server, readiness=False))
     root.putChild(b"readyz", HealthPage(server, readiness=True))
     collector.admin = QuietSite(
-        root, timeout=DEFAULT_IDLE_TIMEOUT, reactor=server.clock
+        root,
+        timeout=DEFAULT_IDLE_TIMEOUT,
+        reactor=server.clock,
+        instance=server.instance,
     )
     return collector.admin
 
@@ -212,7 +226,7 @@ class QuietSite(GuardedSite):
         self, addr: IAddress | None
     ) -> Protocol | None:
         if self.connections.rejectIfFull():
-            return ServiceUnavailable()
+            return ServiceUnavailable(self.servedByHeader)
         channel: Protocol | None = super().buildProtocol(addr)
         return channel
 

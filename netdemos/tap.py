@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,10 @@ SHUTDOWN_TIMEOUT_LIMIT = 3600
 CHAT_RATE_LIMIT = 1_000_000
 CHAT_BURST_LIMIT = 1_000_000
 CHAT_MEMORY_LIMIT = 64 * 1024**3
+
+# An instance's name goes into an HTTP header, a metric's label, the log and
+# Redis keys: a host name's letters are safe in all of them.
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
 _DECIMAL_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
@@ -143,6 +148,28 @@ def _shorten(value: str, length: int = 30) -> str:
     return value if len(value) <= length else value[:length] + "..."
 
 
+def instanceName(value: str) -> str:
+    """
+    The C{coerce} function of C{--name}: 1 to 64 letters, digits, C{.}, C{_}
+    or C{-}, starting with a letter or digit, as a host name is.
+    """
+    if not _INSTANCE_NAME.fullmatch(value):
+        raise ValueError(
+            f"{_shorten(value)!r} is not a name: 1 to 64 letters, digits,"
+            " '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def defaultInstanceName() -> str:
+    """
+    The host name, as far as it is a valid instance name (a host name may
+    hold other characters), or C{netdemos} if nothing of it is.
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
+    return name if _INSTANCE_NAME.fullmatch(name) else "netdemos"
+
+
 def normalizeEndpoint(description: str) -> str:
     """
     Accept a bare port number as shorthand for C{tcp:PORT}.
@@ -175,6 +202,15 @@ class Options(usage.Options):
     )
 
     optParameters: list[list[Any]] = [
+        [
+            "name",
+            None,
+            None,
+            "This instance's name, in every HTTP response's X-Served-By, the"
+            " chat welcome, /metrics, the log and the status line; the host"
+            " name by default (e.g. --name=web-1).",
+            instanceName,
+        ],
         [
             "max-line",
             None,
@@ -300,6 +336,8 @@ class Options(usage.Options):
         self["metrics"].append(endpoint)
 
     def postOptions(self) -> None:
+        if self["name"] is None:
+            self["name"] = defaultInstanceName()
         for name in SERVICES:
             self[name] = self._endpointsFor(name, self[name], DEFAULT_ENDPOINTS[name])
         self["metrics"] = self._endpointsFor("metrics", self["metrics"], "none")
@@ -402,7 +440,10 @@ def makeService(
         openFiles = descriptors.ProcessOpenFileLimit()
 
     server = lifecycle.NetdemosService(
-        reactor, Notifier(), shutdownTimeout=options["shutdown-timeout"]
+        reactor,
+        Notifier(),
+        shutdownTimeout=options["shutdown-timeout"],
+        instance=options["name"],
     )
     if handleSignals:
         # It starts with the others, and its handler stays installed to the
@@ -421,6 +462,7 @@ def makeService(
         maxConnections=maxConnections,
         headerTimeout=options["http-header-timeout"],
         reactor=reactor,
+        instance=options["name"],
     )
     chatFactory = chat.ChatFactory(
         chatroom.ChatRoom(reactor, memory=options["chat-memory"]),
@@ -431,6 +473,7 @@ def makeService(
         burst=options["chat-burst"],
         maxConnections=maxConnections,
         idleTimeout=options["idle-timeout"],
+        instance=options["name"],
     )
 
     factories: dict[str, Any] = {"echo": echoFactory, "http": site, "chat": chatFactory}

@@ -75,6 +75,7 @@ class Room:
             backlog=backlog,
             rate=rate,
             burst=burst,
+            instance="chat-1",
         )
         self._nextPort = 40000
 

@@ -87,7 +87,7 @@ class ChatRoomTests(SynchronousTestCase):
         self.assertEqual(
             received(first),
             [
-                b"* welcome, you are 127.0.0.1:40001 (1 in the room);"
+                b"* welcome, you are 127.0.0.1:40001 (1 in the room) on chat-1;"
                 b" /help lists commands"
             ],
         )

@@ -414,6 +414,33 @@ class HeaderTimeoutTests(SynchronousTestCase):
         self.assertIn(b"HTTP/1.1 408 Request Timeout\r\n", transport.value())
 
 
+class ServedByTests(SynchronousTestCase):
+    """
+    Behind a load balancer, every response says which instance answered it.
+    """
+
+    def test_everyAnswerNamesTheInstance(self) -> None:
+        """
+        A count, a 405, a refusal before any resource and the 503 of a full
+        server all carry C{X-Served-By}.
+        """
+        # The three exchanges' connections stay open: the next one is the 4th.
+        site = makeSite(instance="web-1", maxConnections=3)
+        answers = [
+            exchange(site, requestFor()),
+            exchange(site, requestFor(method=b"POST")),
+            exchange(site, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"),
+        ]
+        _, full = connect(site)
+        answers.append(full.value())
+        for answer in answers:
+            self.assertIn(b"\r\nX-Served-By: web-1\r\n", answer)
+        self.assertEqual(
+            [answer.split(b"\r\n", 1)[0][9:12] for answer in answers],
+            [b"200", b"405", b"413", b"503"],
+        )
+
+
 class HTTPLimitTests(SynchronousTestCase):
     def test_overTheLimitGets503(self) -> None:
         site = CounterSite(reactor=Clock(), maxConnections=1)

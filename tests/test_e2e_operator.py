@@ -128,6 +128,7 @@ def test_readyIsSentOnlyOnceEveryListenerAccepts(
 
     server = launcher.start(
         metrics=True,
+        extra=["--name=op-1"],
         environ={"NOTIFY_SOCKET": str(notify.path)},
         waitUntilStarted=freezeWhenReady,
     )
@@ -139,7 +140,7 @@ def test_readyIsSentOnlyOnceEveryListenerAccepts(
         os.kill(server.pid, signal.SIGCONT)
     assert httpGet(metricsPort(server), "/readyz") == (200, b"ok\n")
 
-    notify.waitFor(b"STATUS=3 listeners; clients: echo 0, http 0, chat 0", server)
+    notify.waitFor(b"STATUS=op-1: 3 listeners; clients: echo 0, http 0, chat 0", server)
     assert not any(b"STOPPING=1" in message for message in notify.messages)
 
     start = time.monotonic()

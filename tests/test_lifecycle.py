@@ -87,7 +87,7 @@ class HangingClient(Protocol):
 def makeServer() -> tuple[NetdemosService, RecordingNotifier, MemoryReactorClock]:
     reactor = MemoryReactorClock()
     notifier = RecordingNotifier()
-    server = NetdemosService(reactor, notifier, shutdownTimeout=5)
+    server = NetdemosService(reactor, notifier, shutdownTimeout=5, instance="web-1")
     return server, notifier, reactor
 
 
@@ -122,7 +122,9 @@ class LifecycleTests(SynchronousTestCase):
         count = len(notifier.sent)
         reactor.advance(10)
         self.assertEqual(len(notifier.sent), count + 1)
-        self.assertEqual(notifier.sent[-1], {"STATUS": "0 listeners; clients: chat 0"})
+        self.assertEqual(
+            notifier.sent[-1], {"STATUS": "web-1: 0 listeners; clients: chat 0"}
+        )
 
     def test_stopDrainsThenSavesThenStopsAdmin(self) -> None:
         """

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from netdemos import __version__
 from netdemos.counter import CounterSite
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
@@ -20,7 +21,7 @@ from netdemos.metrics import makeAdminSite
 class MetricsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
-        self.server = NetdemosService(self.clock)
+        self.server = NetdemosService(self.clock, instance="web-1")
         self.echo = EchoFactory(Clock())
         self.http = CounterSite(reactor=Clock())
         self.room = Room(backlog=10)
@@ -127,6 +128,19 @@ class MetricsTests(SynchronousTestCase):
         )
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 405 "))
         self.assertTrue(transport.writeClosed)
+
+    def test_infoNamesInstanceAndVersion(self) -> None:
+        """
+        C{netdemos_info} tells which instance, of which version, a scrape
+        came from; and the metrics site names it in C{X-Served-By} too.
+        """
+        response = get(self.admin, b"/metrics")
+        self.assertIn(
+            b'\nnetdemos_info{instance="web-1",version="%s"} 1.0\n'
+            % (__version__.encode(),),
+            response,
+        )
+        self.assertIn(b"\r\nX-Served-By: web-1\r\n", response)
 
     def test_noPeerAddressInLabels(self) -> None:
         self.room.connect()

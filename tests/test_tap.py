@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,29 @@ class MakeServiceTests(SynchronousTestCase):
         (chatFactory,) = [f for _, f, _ in ports if isinstance(f, ChatFactory)]
         self.assertEqual(chatFactory.maxLine, 100)
         self.assertEqual(chatFactory.backlog, 2000)
+
+    def test_instanceNameReachesEveryService(self) -> None:
+        """
+        C{--name} is what the status line, the chat welcome and every HTTP
+        response name; without it, the host name.
+        """
+        service = makeService(parse("--name=web-1"), MemoryReactorClock())
+        self.assertEqual(service.instance, "web-1")
+        self.assertEqual(service.factories["chat"].instance, "web-1")
+        self.assertEqual(service.factories["http"].servedBy, [b"web-1"])
+        self.assertEqual(parse()["name"], tap.defaultInstanceName())
+        self.assertEqual(
+            tap.defaultInstanceName(), re.sub(r"[^\w.-]", "-", socket.gethostname())
+        )
+
+    def test_badInstanceNamesAreRefused(self) -> None:
+        """
+        A name goes into an HTTP header, metric labels and Redis keys: nothing
+        that could break one of them gets through.
+        """
+        for bad in ("", "-web", "web 1", "web\r\nX-Evil: 1", "w" * 65, "wéb"):
+            self.assertRaises(UsageError, parse, f"--name={bad}")
+        self.assertEqual(parse("--name=" + "w" * 64)["name"], "w" * 64)
 
     def test_childServicesAreNamed(self) -> None:
         service = makeService(parse("--echo=7", "--echo=8"), MemoryReactorClock())

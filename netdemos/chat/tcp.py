@@ -139,8 +139,8 @@ class ChatClient(Protocol, TimeoutMixin):
         self.transport.registerProducer(self, True)
         self.room.join(
             self,
-            f"* welcome, you are {self.name} ({len(self.room) + 1} in the room);"
-            " /help lists commands",
+            f"* welcome, you are {self.name} ({len(self.room) + 1} in the room)"
+            f" on {self._factory.instance}; /help lists commands",
         )
 
     def _fixSendBuffer(self) -> None:
@@ -368,6 +368,8 @@ class ChatFactory(Factory):
     @ivar burst: lines a client may send at once.
     @ivar idleTimeout: seconds of silence before a client is closed, or
         L{None} to let idle clients stay.
+    @ivar instance: the name of this server, which the welcome tells: where
+        several serve one room, the one a client is on.
     """
 
     def __init__(
@@ -380,8 +382,10 @@ class ChatFactory(Factory):
         burst: int = DEFAULT_BURST,
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
         idleTimeout: float | None = None,
+        instance: str = "netdemos",
     ) -> None:
         self.room = room
+        self.instance = instance
         self.clock = clock
         self.maxLine = maxLine
         self.backlog = backlog
