@@ -16,21 +16,21 @@ from __future__ import annotations
 
 from collections import Counter
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, ITLSTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import NOT_ALLOWED, HTTPChannel, Request
+from twisted.web.http import NOT_ALLOWED, SERVICE_UNAVAILABLE, HTTPChannel, Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.server import Request as SiteRequest
-from twisted.web.server import Site
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
-from netdemos.counting import ICounter, MemoryCounter
+from netdemos.counting import CounterUnavailableError, ICounter, MemoryCounter
 
 log = Logger()
 
@@ -79,7 +79,7 @@ class CounterResource(Resource):
         self._counter = counter
         self.requestsServed = 0
 
-    def render(self, request: IRequest) -> bytes:
+    def render(self, request: IRequest) -> bytes | int:
         # Not Resource.render: it would answer 501, not 405, for the methods
         # twisted.web does not know (PUT, DELETE, ...), with an HTML page.
         self.requestsServed += 1
@@ -92,9 +92,16 @@ class CounterResource(Resource):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"405 Method Not Allowed: use GET or HEAD\n"
 
-    def render_GET(self, request: IRequest) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes | int:
         self._setHeaders(request)
-        return _body(self._counter.next())
+        number = self._counter.next()
+        if isinstance(number, int):
+            # The counters at hand answer here, in the same call: no Deferred
+            # for them, as a Deferred per request costs throughput.
+            return _body(number)
+        answering = Answering(request)
+        number.addCallbacks(answering.number, answering.unavailable)
+        return NOT_DONE_YET
 
     def render_HEAD(self, request: IRequest) -> bytes:
         # twisted.web sends the Content-Length of this body, and not the body.
@@ -105,6 +112,41 @@ class CounterResource(Resource):
     def _setHeaders(request: IRequest) -> None:
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
+
+
+class Answering:
+    """
+    A request waiting for its number: answer it when the number comes, or
+    503 if none can be had, unless its client has gone meanwhile.
+    """
+
+    def __init__(self, request: IRequest) -> None:
+        self.request = request
+        self.gone = False
+        # IRequest does not declare notifyFinish; every Request has it.
+        cast(Request, request).notifyFinish().addErrback(self._clientGone)
+
+    def _clientGone(self, reason: Failure) -> None:
+        # Its number, if one comes, is skipped: never handed out again.
+        self.gone = True
+
+    def number(self, number: int) -> None:
+        self._answer(_body(number))
+
+    def unavailable(self, reason: Failure) -> None:
+        reason.trap(CounterUnavailableError)
+        self.request.setResponseCode(SERVICE_UNAVAILABLE)
+        # A load balancer, or a client, tries again a second later; by then
+        # the instance's /readyz has told the balancer to send it elsewhere.
+        self.request.setHeader(b"retry-after", b"1")
+        self._answer(b"503 Service Unavailable: no request number to give now\n")
+
+    def _answer(self, body: bytes) -> None:
+        if self.gone:
+            return
+        self.request.setHeader(b"content-length", b"%d" % (len(body),))
+        self.request.write(body)
+        self.request.finish()
 
 
 def plainResponse(

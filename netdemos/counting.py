@@ -4,19 +4,30 @@ and one implementation per home, as C{twisted.cred.checkers} does for
 credentials.
 
   - L{MemoryCounter}: in memory, starting at 1 at each run;
-  - L{FileCounter}: in a file, surviving restarts and crashes.
+  - L{FileCounter}: in a file, surviving restarts and crashes;
+  - L{RedisCounter}: in Redis, one count for every instance that shares it.
 
 The HTTP resource holds an L{ICounter} and never asks which one it is; only
-C{tap.py} chooses.
+C{tap.py} chooses.  The first two answer at once, with an C{int}; the Redis
+one answers later, with a L{Deferred}, and the resource handles both.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Interface, implementer
+from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
+
+if TYPE_CHECKING:
+    # Only its type: importing txredisapi imports the reactor, which must wait
+    # until twistd has chosen one, and only --redis needs it.
+    from netdemos.redis import IRedisLink
 
 log = Logger()
 
@@ -26,9 +37,15 @@ class ICounter(Interface):
     A source of request numbers: 1, 2, 3, ..., each handed out once.
     """
 
-    def next() -> int:
+    ready = Attribute(
+        "True while next() can hand out a number: /readyz answers 503 otherwise."
+    )
+
+    def next() -> Deferred[int] | int:
         """
-        Take the next number.
+        Take the next number: an C{int} from a counter that has it at hand,
+        else a L{Deferred} that fires with it, or fails with
+        L{CounterUnavailableError}.
         """
 
     def peek() -> int:
@@ -48,6 +65,8 @@ class MemoryCounter:
     Hand out request numbers, 1, 2, 3, ..., from memory: the count starts again
     at each run.
     """
+
+    ready = True
 
     def __init__(self, start: int = 0) -> None:
         self.last = start
@@ -203,3 +222,134 @@ def writeCount(path: str, count: int) -> None:
             os.close(directory)
     except OSError as e:
         raise CounterFileError(f"cannot write {path}: {e.strerror}") from e
+
+
+class CounterUnavailableError(Exception):
+    """
+    No number can be had now: the counter's Redis cannot be reached.
+    """
+
+
+# How long a request waits for its number from Redis before it is answered
+# 503: a load balancer then retries it elsewhere, well within its own timeout.
+ANSWER_TIMEOUT = 0.5
+
+# Raise the count to at least ARGV[1], atomically; return the count.
+RAISE_SCRIPT = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if count < floor then
+  redis.call('SET', KEYS[1], floor)
+  count = floor
+end
+return count
+"""
+
+
+@implementer(ICounter)
+class RedisCounter:
+    """
+    Hand out numbers from one counter in Redis, shared by every instance that
+    uses the same Redis and prefix: numbers are unique across all of them,
+    and a fresh Redis starts at 1.
+
+    A round trip per request would cost more than the rest of the request.
+    Instead the requests that arrive in one turn of the reactor wait together
+    and share one C{INCRBY k}, whose reply, the last of k numbers, gives them
+    the k numbers in the order they arrived.
+
+    While Redis cannot be reached the counter is not L{ready} and every
+    request fails with L{CounterUnavailableError} at once, or after
+    L{ANSWER_TIMEOUT} if Redis stops answering: never a number from
+    anywhere else, which could repeat one.  A Redis that comes back empty
+    (restarted without persistence) would start again at 1, so on every
+    reconnection the counter first raises the count in Redis to the highest
+    number this instance has seen, and only then becomes ready again.
+
+    @ivar highest: the highest number this instance has been given.
+    """
+
+    def __init__(
+        self,
+        link: IRedisLink,
+        clock: IReactorTime,
+        answerTimeout: float = ANSWER_TIMEOUT,
+    ) -> None:
+        self.key = f"{link.prefix}:count"
+        self.highest = 0
+        self.ready = False
+        self._link = link
+        self._clock = clock
+        self._answerTimeout = answerTimeout
+        self._waiting: list[Deferred[int]] = []
+        self._takeCall: IDelayedCall | None = None
+        link.watch(self._linkUp, self._linkDown)
+
+    def next(self) -> Deferred[int]:
+        if not self.ready:
+            return fail(
+                CounterUnavailableError(f"no connection to Redis for {self.key}")
+            )
+        taking: Deferred[int] = Deferred()
+        self._waiting.append(taking)
+        if self._takeCall is None:
+            self._takeCall = self._clock.callLater(0, self._takeNumbers)
+        return taking
+
+    def peek(self) -> int:
+        # Another instance may have taken it since: the next number is at
+        # least this one.
+        return self.highest + 1
+
+    def save(self) -> None:
+        # Redis keeps the count, as durably as it is configured to (AOF, RDB).
+        pass
+
+    def _takeNumbers(self) -> None:
+        self._takeCall = None
+        waiting, self._waiting = self._waiting, []
+        taking = self._link.incrby(self.key, len(waiting))
+        taking.addTimeout(self._answerTimeout, self._clock)
+        taking.addCallbacks(
+            self._handOut,
+            self._noNumbers,
+            callbackArgs=(waiting,),
+            errbackArgs=(waiting,),
+        )
+
+    def _handOut(self, last: int, waiting: list[Deferred[int]]) -> None:
+        self.highest = max(self.highest, last)
+        for number, request in enumerate(waiting, last - len(waiting) + 1):
+            request.callback(number)
+
+    def _noNumbers(self, reason: Failure, waiting: list[Deferred[int]]) -> None:
+        log.debug("http: no numbers from Redis: {reason}", reason=reason.value)
+        for request in waiting:
+            request.errback(CounterUnavailableError(str(reason.value)))
+
+    def _linkUp(self) -> None:
+        raising: Deferred[Any] = self._link.evaluate(
+            RAISE_SCRIPT, [self.key], [self.highest]
+        )
+        raising.addTimeout(self._answerTimeout, self._clock)
+        raising.addCallbacks(self._raised, self._raiseFailed)
+
+    def _raised(self, count: object) -> None:
+        if not self._link.up:
+            return
+        self.ready = True
+        log.info(
+            "http: counting in Redis at {key}, from {count}",
+            key=self.key,
+            count=count,
+        )
+
+    def _raiseFailed(self, reason: Failure) -> None:
+        # The link drops a Redis that stops answering, and calls _linkUp
+        # again once it is back; not ready until then.
+        log.warn("http: cannot raise the count in Redis: {reason}", reason=reason.value)
+
+    def _linkDown(self) -> None:
+        if self.ready:
+            log.warn("http: no Redis; answering 503 until it is back")
+        self.ready = False

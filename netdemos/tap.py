@@ -74,6 +74,10 @@ CHAT_MEMORY_LIMIT = 64 * 1024**3
 # Redis keys: a host name's letters are safe in all of them.
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
+# What --redis-prefix may be: it starts every key and channel name.
+_REDIS_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+DEFAULT_REDIS_PREFIX = "netdemos"
+
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
 _DECIMAL_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
@@ -157,6 +161,18 @@ def instanceName(value: str) -> str:
         raise ValueError(
             f"{_shorten(value)!r} is not a name: 1 to 64 letters, digits,"
             " '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def redisPrefix(value: str) -> str:
+    """
+    The C{coerce} function of C{--redis-prefix}.
+    """
+    if not _REDIS_PREFIX.fullmatch(value):
+        raise ValueError(
+            f"{_shorten(value)!r} is not a prefix: 1 to 64 letters, digits, '.',"
+            " '_', ':' or '-', starting with a letter or digit"
         )
     return value
 
@@ -297,6 +313,23 @@ class Options(usage.Options):
             " (e.g. --counter-file=/var/lib/netdemos/count).",
         ],
         [
+            "redis",
+            None,
+            None,
+            "Share one request count and one chat room with every instance"
+            " using this Redis: redis://[:PASSWORD@]HOST[:PORT][/DB] or"
+            " unix:///PATH[?db=N]; off by default, for one process alone"
+            " (e.g. --redis=redis://127.0.0.1:6379/0).  Needs netdemos[redis].",
+        ],
+        [
+            "redis-prefix",
+            None,
+            DEFAULT_REDIS_PREFIX,
+            "Start of the name of every Redis key and channel, so that several"
+            " deployments can share one Redis (e.g. --redis-prefix=staging).",
+            redisPrefix,
+        ],
+        [
             "access-log",
             None,
             None,
@@ -347,6 +380,8 @@ class Options(usage.Options):
             )
         if self["counter-file"] is not None:
             checkCounterFile(self["counter-file"])
+        if self["redis"] is not None:
+            self["redis"] = checkRedis(self["redis"], self["counter-file"])
 
     def _endpointsFor(self, name: str, given: list[str], default: str) -> list[str]:
         if not given:
@@ -420,6 +455,31 @@ def checkCounterFile(path: str) -> None:
         raise lifecycle.StartupError(f"netdemos: --counter-file: {e}") from e
 
 
+def checkRedis(url: str, counterFile: str | None) -> Any:
+    """
+    The L{netdemos.redis.RedisAddress} C{--redis} names, or a one-line
+    reason why not.
+
+    @raise lifecycle.StartupError: one line, without the usage text a
+        L{usage.UsageError} prints first.
+    """
+    if counterFile is not None:
+        raise lifecycle.StartupError(
+            "netdemos: --redis and --counter-file cannot be combined: with"
+            " --redis the count lives in Redis"
+        )
+    if importlib.util.find_spec("txredisapi") is None:
+        raise lifecycle.StartupError(
+            "netdemos: --redis needs txredisapi: pip install 'netdemos[redis]'"
+        )
+    from netdemos.redis import RedisURLError, parseRedisURL
+
+    try:
+        return parseRedisURL(url)
+    except RedisURLError as e:
+        raise lifecycle.StartupError(f"netdemos: --redis={e}") from e
+
+
 def makeService(
     options: Options,
     reactor: Any = None,
@@ -450,8 +510,21 @@ def makeService(
         # end, so that a SIGHUP during the drain is handled, not fatal.
         hangup.HangupService(reactor).setServiceParent(server)
     maxConnections = options["max-connections"]
-    requestCounter = makeCounter(options["counter-file"] if options["http"] else None)
+    link = None
+    if options["redis"] is not None:
+        from netdemos.redis import RedisLink
+
+        link = RedisLink(options["redis"], reactor, options["redis-prefix"])
+        link.setServiceParent(server)
+        server.onStopped.append(link.stopService)
+    requestCounter = makeCounter(
+        options["counter-file"] if options["http"] else None,
+        link if options["http"] else None,
+        reactor,
+    )
     server.onStopped.append(requestCounter.save)
+    if options["http"]:
+        server.dependencies.append(requestCounter)
 
     echoFactory = echo.EchoFactory(
         reactor, maxConnections=maxConnections, idleTimeout=options["idle-timeout"]
@@ -504,10 +577,13 @@ def makeService(
     return server
 
 
-def makeCounter(path: str | None) -> counting.ICounter:
+def makeCounter(path: str | None, link: Any, clock: Any) -> counting.ICounter:
     """
-    The counter the options ask for: in memory, or in the file at C{path}.
+    The counter the options ask for: in memory, in the file at C{path}, or in
+    Redis through C{link}.
     """
+    if link is not None:
+        return counting.RedisCounter(link, clock)
     if path is None:
         return counting.MemoryCounter()
     try:

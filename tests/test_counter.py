@@ -11,10 +11,12 @@ from typing import Any
 
 from http_support import HalfCloseableTransport, connect, connectChannel, exchange
 from protocol_support import PEER, connectProtocol
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from netdemos.counter import (
     DEFAULT_HEADER_TIMEOUT,
@@ -22,7 +24,7 @@ from netdemos.counter import (
     LINGER_SECONDS,
     CounterSite,
 )
-from netdemos.counting import MemoryCounter
+from netdemos.counting import CounterUnavailableError, ICounter, MemoryCounter
 
 
 def requestFor(path: bytes = b"/", method: bytes = b"GET") -> bytes:
@@ -412,6 +414,77 @@ class HeaderTimeoutTests(SynchronousTestCase):
         channel.dataReceived(b"GET / HTTP/1.1\r\n")
         self.clock.advance(DEFAULT_HEADER_TIMEOUT)
         self.assertIn(b"HTTP/1.1 408 Request Timeout\r\n", transport.value())
+
+
+@implementer(ICounter)
+class LaterCounter:
+    """
+    A counter whose numbers come later, when the test gives them.
+    """
+
+    ready = True
+
+    def __init__(self) -> None:
+        self.waiting: list[Deferred[int]] = []
+
+    def next(self) -> Deferred[int]:
+        self.waiting.append(Deferred())
+        return self.waiting[-1]
+
+    def peek(self) -> int:
+        return 1
+
+    def save(self) -> None:
+        pass
+
+
+class LaterNumberTests(SynchronousTestCase):
+    """
+    A counter that answers later (Redis) gets its requests answered then.
+    """
+
+    def test_answeredWhenTheNumberComes(self) -> None:
+        counter = LaterCounter()
+        channel, transport = connect(makeSite(counter=counter))
+        channel.dataReceived(requestFor())
+        self.assertEqual(transport.value(), b"")
+        counter.waiting[0].callback(7)
+        response = transport.value()
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"), response)
+        self.assertIn(b"\r\nContent-Length: 16\r\n", response)
+        self.assertTrue(response.endswith(b"\r\n\r\nI am request #7\n"))
+
+    def test_noNumberIs503WithRetryAfter(self) -> None:
+        """
+        When the counter cannot give a number, the client is told to retry,
+        and where it asked: never given a number from elsewhere.
+        """
+        counter = LaterCounter()
+        channel, transport = connect(makeSite(counter=counter, instance="web-2"))
+        channel.dataReceived(requestFor())
+        counter.waiting[0].errback(CounterUnavailableError("no Redis"))
+        response = transport.value()
+        self.assertTrue(response.startswith(b"HTTP/1.1 503 "), response)
+        self.assertIn(b"\r\nRetry-After: 1\r\n", response)
+        self.assertIn(b"\r\nX-Served-By: web-2\r\n", response)
+
+    def test_clientGoneBeforeItsNumberIsNoError(self) -> None:
+        counter = LaterCounter()
+        channel, transport = connect(makeSite(counter=counter))
+        channel.dataReceived(requestFor())
+        channel.connectionLost(Failure(ConnectionDone()))
+        counter.waiting[0].callback(3)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_aCounterAtHandAnswersInTheSameCall(self) -> None:
+        """
+        The in-memory counter costs no Deferred: the answer is written before
+        dataReceived returns, with no turn of the reactor.
+        """
+        channel, transport = connect(makeSite())
+        channel.dataReceived(requestFor())
+        self.assertTrue(transport.value().endswith(b"I am request #1\n"))
 
 
 class ServedByTests(SynchronousTestCase):

@@ -8,15 +8,20 @@ import os
 import shutil
 import tempfile
 
+from redis_support import FakeRedis
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from netdemos.counting import (
+    ANSWER_TIMEOUT,
     MAX_COUNT,
     CounterFileError,
+    CounterUnavailableError,
     FileCounter,
     ICounter,
     MemoryCounter,
+    RedisCounter,
     readCount,
 )
 
@@ -164,5 +169,121 @@ class InterfaceTests(SynchronousTestCase):
         """
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory)
-        for counter in (MemoryCounter(), FileCounter(os.path.join(directory, "n"))):
+        redis = FakeRedis(Clock())
+        for counter in (
+            MemoryCounter(),
+            FileCounter(os.path.join(directory, "n")),
+            RedisCounter(redis.link(), redis.clock),
+        ):
             verifyObject(ICounter, counter)
+
+
+class RedisCounterTests(SynchronousTestCase):
+    """
+    The logic of L{RedisCounter}, against a fake Redis; tests/test_e2e_redis.py
+    runs it against a real one.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.redis = FakeRedis(self.clock)
+        self.link = self.redis.link(prefix="t")
+        self.counter = RedisCounter(self.link, self.clock)
+
+    def take(self, count: int) -> list[int]:
+        """
+        Ask for C{count} numbers in one turn; return them once that turn ends.
+        """
+        taking = [self.counter.next() for _ in range(count)]
+        self.clock.advance(0)
+        return [self.successResultOf(each) for each in taking]
+
+    def incrbys(self) -> list[tuple[object, ...]]:
+        return [each for each in self.link.commands if each[0] == "incrby"]
+
+    def test_oneINCRBYPerTurnNumbersInArrivalOrder(self) -> None:
+        """
+        The requests of one turn share one round trip to Redis and get its
+        numbers in the order they came; the next turn's continue from there.
+        """
+        self.link.goUp()
+        self.assertEqual(self.take(3), [1, 2, 3])
+        self.assertEqual(self.incrbys(), [("incrby", "t:count", 3)])
+        self.assertEqual(self.take(1), [4])
+        self.assertEqual(self.redis.store["t:count"], 4)
+
+    def test_notReadyUntilRedisAnswersThenResumesByItself(self) -> None:
+        """
+        Before Redis is reached, and while it is lost, there is no number:
+        a request fails at once, never falls back to a local count; when the
+        link is back, numbers resume without anyone's help.
+        """
+        self.assertFalse(self.counter.ready)
+        self.failureResultOf(self.counter.next(), CounterUnavailableError)
+        self.link.goUp()
+        self.assertTrue(self.counter.ready)
+        self.assertEqual(self.take(2), [1, 2])
+        self.link.goDown()
+        self.assertFalse(self.counter.ready)
+        self.failureResultOf(self.counter.next(), CounterUnavailableError)
+        self.link.goUp()
+        self.assertEqual(self.take(1), [3])
+
+    def test_requestsInFlightWhenRedisGoesFail(self) -> None:
+        self.link.goUp()
+        self.link.held = True
+        taking = self.counter.next()
+        self.clock.advance(0)
+        self.link.goDown()
+        self.failureResultOf(taking, CounterUnavailableError)
+
+    def test_aRedisThatDoesNotAnswerFailsWithinTheTimeout(self) -> None:
+        """
+        A Redis that accepts the command but never answers does not hold a
+        request: it fails after L{ANSWER_TIMEOUT}, which is under a second.
+        """
+        self.assertLess(ANSWER_TIMEOUT, 1)
+        self.link.goUp()
+        self.link.held = True
+        taking = self.counter.next()
+        self.clock.advance(0)
+        self.clock.advance(ANSWER_TIMEOUT - 0.01)
+        self.assertNoResult(taking)
+        self.clock.advance(0.01)
+        self.failureResultOf(taking, CounterUnavailableError)
+
+    def test_anEmptyRedisIsRaisedToTheHighestNumberSeen(self) -> None:
+        """
+        A Redis that restarts empty would hand out 1, 2, ... again: on
+        reconnecting, the counter raises it to the highest number this
+        instance was given before it answers any request.
+        """
+        self.link.goUp()
+        self.assertEqual(self.take(5), [1, 2, 3, 4, 5])
+        self.link.goDown()
+        self.redis.flush()
+        self.link.held = True
+        self.link.goUp()
+        self.assertFalse(self.counter.ready)
+        self.link.release()
+        self.assertTrue(self.counter.ready)
+        self.link.held = False
+        self.assertEqual(self.take(1), [6])
+
+    def test_aHigherCountInRedisIsKept(self) -> None:
+        """
+        Raising never lowers: another instance may have counted further.
+        """
+        self.redis.store["t:count"] = 100
+        self.link.goUp()
+        self.assertEqual(self.take(1), [101])
+        self.assertEqual(self.counter.peek(), 102)
+
+    def test_notReadyIfTheRaiseFails(self) -> None:
+        """
+        Until the count is raised, numbers could repeat: no number is given.
+        """
+        self.link.held = True
+        self.link.goUp()
+        self.clock.advance(ANSWER_TIMEOUT)
+        self.assertFalse(self.counter.ready)

@@ -23,11 +23,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from netdemos import tap
 from netdemos.chat.tcp import ChatFactory
 from netdemos.counter import CounterSite
-from netdemos.counting import MAX_COUNT
+from netdemos.counting import MAX_COUNT, MemoryCounter, RedisCounter
 from netdemos.descriptors import WatchedEndpoint
 from netdemos.echo import EchoFactory
 from netdemos.hangup import HangupService
 from netdemos.lifecycle import StartupError
+from netdemos.redis import RedisAddress, RedisLink
 
 
 def parse(*argv: str) -> tap.Options:
@@ -513,3 +514,79 @@ class HelpExamplesTests(SynchronousTestCase):
             if example.startswith("--counter-file="):
                 continue  # names a directory this machine need not have
             parse(example)
+
+
+class RedisOptionTests(SynchronousTestCase):
+    """
+    C{--redis}: a URL that cannot be used stops startup in one line, and a
+    good one puts the count and its readiness in Redis's hands.
+    """
+
+    def test_badURLsAreRefusedInOneLine(self) -> None:
+        for url, reason in [
+            ("http://localhost", "not a redis:// or unix:// URL"),
+            ("redis://localhost:99999", "Port out of range"),
+            ("redis://localhost:http", "Port could not be cast"),
+            ("redis://", "no host"),
+            ("redis://localhost/x", "the database must be a number"),
+            ("unix://", "a UNIX socket is unix:///PATH"),
+            ("unix:///run/redis.sock?db=x", "the database must be a number"),
+            ("unix:///run/redis.sock?color=red", "may only give db=N"),
+        ]:
+            error = self.assertRaises(StartupError, parse, f"--redis={url}")
+            message = str(error)
+            self.assertTrue(message.startswith(f"netdemos: --redis={url}"), message)
+            self.assertIn(reason, message)
+            self.assertNotIn("\n", message)
+
+    def test_aPasswordIsNeverShownInAnError(self) -> None:
+        error = self.assertRaises(
+            StartupError, parse, "--redis=redis://:s3cret@localhost:99999"
+        )
+        self.assertNotIn("s3cret", str(error))
+        self.assertIn("redis://:***@localhost:99999", str(error))
+
+    def test_redisAndCounterFileAreRefusedTogether(self) -> None:
+        """
+        With --redis the count lives in Redis: a counter file as well would be
+        a second count that nobody reads.
+        """
+        error = self.assertRaises(
+            StartupError, parse, "--redis=redis://localhost", "--counter-file=n"
+        )
+        self.assertIn("--redis and --counter-file cannot be combined", str(error))
+
+    def test_badPrefixIsRefused(self) -> None:
+        for bad in ("", ":x", "a b", "p" * 65):
+            self.assertRaises(UsageError, parse, f"--redis-prefix={bad}")
+        self.assertEqual(parse()["redis-prefix"], "netdemos")
+
+    def test_countInRedisAndNotReadyUntilItIsReached(self) -> None:
+        """
+        With --redis the HTTP count is a L{RedisCounter} on a link under the
+        server, with the URL's address and the prefix; the server is not
+        ready until that counter is.
+        """
+        options = parse(
+            "--redis=redis://:pw@redis.example:6380/2", "--redis-prefix=staging"
+        )
+        service = makeService(options, MemoryReactorClock())
+        (link,) = [each for each in service if isinstance(each, RedisLink)]
+        self.assertEqual(
+            link.address,
+            RedisAddress(host="redis.example", port=6380, db=2, password="pw"),
+        )
+        self.assertEqual(link.prefix, "staging")
+        counter = service.factories["http"].requestCounter
+        self.assertIsInstance(counter, RedisCounter)
+        self.assertEqual(counter.key, "staging:count")
+        service._serving = True
+        self.assertFalse(service.ready)
+        counter.ready = True
+        self.assertTrue(service.ready)
+
+    def test_withoutRedisNothingChanges(self) -> None:
+        service = makeService(parse(), MemoryReactorClock())
+        self.assertEqual([each for each in service if isinstance(each, RedisLink)], [])
+        counter = service.factories["http"].requestCounter
+        self.assertIsInstance(counter, MemoryCounter)

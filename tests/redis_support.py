@@ -1,0 +1,148 @@
+"""
+A fake Redis for unit tests of the code that uses one: a dict, pub/sub in
+publish order, and links that a test takes up and down.
+
+It fakes what netdemos asks of L{netdemos.redis.IRedisLink}, not Redis: the
+Lua scripts netdemos sends are run by their Python equivalents, registered in
+L{FakeRedis.scripts}.  The real thing, scripts included, is tested end to end
+with a real redis-server (tests/test_e2e_redis.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from netdemos.counting import RAISE_SCRIPT
+from netdemos.redis import IRedisLink, RedisUnavailableError
+
+Script = Callable[["FakeRedis", Sequence[str], Sequence[Any]], Any]
+
+
+def raiseCount(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> int:
+    count = max(int(redis.store.get(keys[0], 0)), int(args[0]))
+    redis.store[keys[0]] = count
+    return count
+
+
+class FakeRedis:
+    """
+    One Redis server, shared by the links of several instances.
+
+    Messages are delivered to every subscribed link that is up, in the order
+    they were published, at the end of the clock's current turn, as a real
+    Redis delivers them a little later than they were sent.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.store: dict[str, Any] = {}
+        self.links: list[FakeRedisLink] = []
+        self.published: list[tuple[str, str]] = []
+        self.scripts: dict[str, Script] = {RAISE_SCRIPT: raiseCount}
+
+    def link(self, prefix: str = "test") -> FakeRedisLink:
+        link = FakeRedisLink(self, prefix)
+        self.links.append(link)
+        return link
+
+    def flush(self) -> None:
+        """
+        Forget every key, as a Redis restarted without persistence does.
+        """
+        self.store.clear()
+
+    def publish(self, channel: str, message: str) -> int:
+        self.published.append((channel, message))
+        receivers = [
+            link._channels[channel]
+            for link in self.links
+            if link.up and channel in link._channels
+        ]
+        for receiver in receivers:
+            self.clock.callLater(0, receiver, message)
+        return len(receivers)
+
+
+@implementer(IRedisLink)
+class FakeRedisLink:
+    """
+    One instance's link to a L{FakeRedis}.
+
+    @ivar held: while true, commands get no reply until L{release}.
+    @ivar commands: every command sent, by name and arguments.
+    """
+
+    def __init__(self, redis: FakeRedis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.up = False
+        self.held = False
+        self.commands: list[tuple[Any, ...]] = []
+        self._pending: list[tuple[Deferred[Any], Callable[[], Any]]] = []
+        self._watchers: list[tuple[Callable[[], object], Callable[[], object]]] = []
+        self._channels: dict[str, Callable[[str], object]] = {}
+
+    def goUp(self) -> None:
+        self.up = True
+        for onUp, _ in list(self._watchers):
+            onUp()
+
+    def goDown(self) -> None:
+        self.up = False
+        pending, self._pending = self._pending, []
+        for waiting, _ in pending:
+            waiting.errback(RedisUnavailableError("connection lost"))
+        for _, onDown in list(self._watchers):
+            onDown()
+
+    def release(self) -> None:
+        """
+        Answer the commands held so far.
+        """
+        pending, self._pending = self._pending, []
+        for waiting, run in pending:
+            waiting.callback(run())
+
+    def watch(self, onUp: Callable[[], object], onDown: Callable[[], object]) -> None:
+        self._watchers.append((onUp, onDown))
+
+    def subscribe(self, channel: str, received: Callable[[str], object]) -> None:
+        self._channels[channel] = received
+
+    def publish(self, channel: str, message: str) -> Deferred[int]:
+        return self._command(
+            ("publish", channel, message), lambda: self.redis.publish(channel, message)
+        )
+
+    def incrby(self, key: str, amount: int) -> Deferred[int]:
+        def run() -> int:
+            self.redis.store[key] = int(self.redis.store.get(key, 0)) + amount
+            return int(self.redis.store[key])
+
+        return self._command(("incrby", key, amount), run)
+
+    def evaluate(
+        self, script: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Deferred[Any]:
+        run = self.redis.scripts[script]
+        return self._command(
+            ("eval", script, tuple(keys), tuple(args)),
+            lambda: run(self.redis, keys, args),
+        )
+
+    def _command(
+        self, command: tuple[Any, ...], run: Callable[[], Any]
+    ) -> Deferred[Any]:
+        self.commands.append(command)
+        if not self.up:
+            return fail(RedisUnavailableError("no connection"))
+        if self.held:
+            waiting: Deferred[Any] = Deferred()
+            self._pending.append((waiting, run))
+            return waiting
+        return succeed(run())
