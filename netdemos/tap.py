@@ -537,8 +537,13 @@ def makeService(
         reactor=reactor,
         instance=options["name"],
     )
+    hub = None
+    if link is not None and options["chat"]:
+        from netdemos.chat.hub import RedisHub
+
+        hub = RedisHub(link, reactor, options["name"])
     chatFactory = chat.ChatFactory(
-        chatroom.ChatRoom(reactor, memory=options["chat-memory"]),
+        chatroom.ChatRoom(reactor, memory=options["chat-memory"], hub=hub),
         reactor,
         maxLine=options["max-line"],
         backlog=options["chat-backlog"],

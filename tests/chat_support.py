@@ -8,6 +8,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
+from netdemos.chat.hub import IHub
 from netdemos.chat.room import DEFAULT_MEMORY, ChatRoom
 from netdemos.chat.tcp import DEFAULT_BURST, DEFAULT_RATE, ChatClient, ChatFactory
 
@@ -65,9 +66,13 @@ class Room:
         rate: float = DEFAULT_RATE,
         burst: int = DEFAULT_BURST,
         memory: int = DEFAULT_MEMORY,
+        clock: Clock | None = None,
+        hub: IHub | None = None,
+        instance: str = "chat-1",
+        firstPort: int = 40001,
     ) -> None:
-        self.clock = Clock()
-        self.room = ChatRoom(self.clock, memory=memory)
+        self.clock = Clock() if clock is None else clock
+        self.room = ChatRoom(self.clock, memory=memory, hub=hub)
         self.factory = ChatFactory(
             self.room,
             self.clock,
@@ -75,9 +80,9 @@ class Room:
             backlog=backlog,
             rate=rate,
             burst=burst,
-            instance="chat-1",
+            instance=instance,
         )
-        self._nextPort = 40000
+        self._nextPort = firstPort - 1
 
     def connect(self, lingers: bool = False) -> tuple[ChatClient, RoomTransport]:
         """

@@ -10,6 +10,7 @@ with a real redis-server (tests/test_e2e_redis.py).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from netdemos.chat.hub import (
+    HEARTBEAT_SCRIPT,
+    PUBLISH_SCRIPT,
+    REGISTER_SCRIPT,
+    UNREGISTER_SCRIPT,
+)
 from netdemos.counting import RAISE_SCRIPT
 from netdemos.redis import IRedisLink, RedisUnavailableError
 
@@ -27,6 +34,109 @@ def raiseCount(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> in
     count = max(int(redis.store.get(keys[0], 0)), int(args[0]))
     redis.store[keys[0]] = count
     return count
+
+
+class RoomKeys:
+    """
+    The room's keys in a L{FakeRedis}, as the hub's scripts keep them.
+    """
+
+    def __init__(self, redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]):
+        self.redis = redis
+        self.prefix, self.me = keys[0], args[0]
+        self.channel = f"{self.prefix}:room"
+        self.instances: dict[str, float] = redis.store.setdefault(
+            f"{self.prefix}:room:instances", {}
+        )
+        self.now = redis.clock.seconds() * 1000
+
+    def namesOf(self, instance: str) -> dict[str, str]:
+        names: dict[str, str] = self.redis.store.setdefault(
+            f"{self.prefix}:room:names:{instance}", {}
+        )
+        return names
+
+    def takenElsewhere(self, folded: str) -> bool:
+        return any(
+            folded in self.namesOf(other)
+            for other in self.instances
+            if other != self.me
+        )
+
+    def publish(self, instance: str, events: list[dict[str, Any]]) -> None:
+        self.redis.publish(
+            self.channel, json.dumps({"i": instance, "s": 0, "e": events})
+        )
+
+
+def publishEvents(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> int:
+    room = RoomKeys(redis, keys, args)
+    batch = json.loads(args[1])
+    mine = room.namesOf(room.me)
+    for event in batch["e"]:
+        if event["t"] in ("join", "rename"):
+            if room.takenElsewhere(event["f"]):
+                event["t"] += "-refused"
+            else:
+                if event["t"] == "rename":
+                    mine.pop(event["of"], None)
+                mine[event["f"]] = event["n"]
+        elif event["t"] == "leave":
+            mine.pop(event["f"], None)
+    redis.publish(room.channel, json.dumps(batch))
+    return 1
+
+
+def register(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+    room = RoomKeys(redis, keys, args)
+    mine = room.namesOf(room.me)
+    mine.clear()
+    room.instances[room.me] = room.now + int(args[1])
+    kept, refused = [], []
+    for position in range(2, len(args), 2):
+        folded, name = args[position], args[position + 1]
+        if room.takenElsewhere(folded):
+            refused.append(name)
+        else:
+            mine[folded] = name
+            kept.append(name)
+    others: list[Any] = []
+    for other, expires in room.instances.items():
+        if other != room.me and expires >= room.now:
+            others += [other, list(room.namesOf(other).values())]
+    if kept:
+        room.publish(room.me, [{"t": "sync", "names": kept}])
+    return [refused, others]
+
+
+def heartbeat(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> int:
+    room = RoomKeys(redis, keys, args)
+    if room.me not in room.instances:
+        return -1
+    room.instances[room.me] = room.now + int(args[1])
+    dead = [other for other, expires in room.instances.items() if expires < room.now]
+    for other in dead:
+        gone = list(room.namesOf(other).values())
+        del redis.store[f"{room.prefix}:room:names:{other}"]
+        del room.instances[other]
+        if gone:
+            room.publish(
+                other,
+                [{"t": "gone", "names": gone, "w": "left (lost with its server)"}],
+            )
+    return len(dead)
+
+
+def unregister(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> int:
+    room = RoomKeys(redis, keys, args)
+    gone = list(room.namesOf(room.me).values())
+    redis.store.pop(f"{room.prefix}:room:names:{room.me}", None)
+    room.instances.pop(room.me, None)
+    if gone:
+        room.publish(
+            room.me, [{"t": "gone", "names": gone, "w": "left (server shutting down)"}]
+        )
+    return 1
 
 
 class FakeRedis:
@@ -43,7 +153,13 @@ class FakeRedis:
         self.store: dict[str, Any] = {}
         self.links: list[FakeRedisLink] = []
         self.published: list[tuple[str, str]] = []
-        self.scripts: dict[str, Script] = {RAISE_SCRIPT: raiseCount}
+        self.scripts: dict[str, Script] = {
+            RAISE_SCRIPT: raiseCount,
+            PUBLISH_SCRIPT: publishEvents,
+            REGISTER_SCRIPT: register,
+            HEARTBEAT_SCRIPT: heartbeat,
+            UNREGISTER_SCRIPT: unregister,
+        }
 
     def link(self, prefix: str = "test") -> FakeRedisLink:
         link = FakeRedisLink(self, prefix)

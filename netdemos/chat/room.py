@@ -8,6 +8,9 @@ work, and a write costs about the same for one line as for ten.  So a flood of
 commands costs bounded work per turn, however big the room.
 
 The room never sees a socket: a member is anything that provides L{IMember}.
+Nor does it know how far it reaches: what happens in it goes through its
+L{IHub}, and the room acts on it when the hub calls it back, in the hub's
+order, whether the hub is this process alone or every instance on one Redis.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from collections import Counter
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
+from netdemos.chat.hub import IHub, IHubListener, LocalHub
 from netdemos.chat.rate import TokenBucket
 
 log = Logger()
@@ -132,6 +136,7 @@ class Turn:
         self._starts.pop(member, None)
 
 
+@implementer(IHubListener)
 class ChatRoom:
     """
     The room: who is in it, under what name, and what it has to send them.
@@ -141,14 +146,26 @@ class ChatRoom:
     One room may be served on several endpoints, all of whose factories hand
     it to the members they build.
 
+    Its members are this instance's; the L{hub} knows everyone, on every
+    instance, and calls the room back with each event (a line, a join...) in
+    the order every instance sees them.
+
     @ivar unsent: bytes the members that are behind have waiting, in all.
     @ivar behind: the members whose transports have asked them to pause.
     """
 
-    def __init__(self, clock: IReactorTime, memory: int = DEFAULT_MEMORY) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        memory: int = DEFAULT_MEMORY,
+        hub: IHub | None = None,
+    ) -> None:
         self.clock = clock
         self.memory = memory
-        # Keyed by the casefolded name, so "Admin" cannot pose as "admin".
+        self.hub = hub if hub is not None else LocalHub()
+        self.hub.attach(self)
+        # This instance's members, keyed by the casefolded name, so "Admin"
+        # cannot pose as "admin".
         self._members: dict[str, IMember] = {}
         self._who: str | None = None
         self._turn = Turn()
@@ -172,10 +189,10 @@ class ChatRoom:
         return name
 
     def __len__(self) -> int:
-        return len(self._members)
+        return self.hub.count()
 
     def names(self) -> list[str]:
-        return sorted(client.name for client in self._members.values())
+        return self.hub.names()
 
     def who(self) -> str:
         """
@@ -188,7 +205,7 @@ class ChatRoom:
         return self._who
 
     def isTaken(self, name: str) -> bool:
-        return name.casefold() in self._members
+        return name.casefold() in self._members or self.hub.isTaken(name)
 
     def _announce(
         self, notice: str, crowd: int, exclude: IMember | None = None
@@ -210,14 +227,23 @@ class ChatRoom:
         What was said before it joined is not for it.
         """
         self._members[client.name.casefold()] = client
-        self._who = None
-        self._announce(f"* {client.name} joined ({len(self)} in the room)", len(self))
         self._turn.startHere(client)
         self.tell(client, welcome)
+        self._who = None
+        self.hub.join(client.name)
         log.info(
             "chat: {name} joined ({count} in the room)",
             name=client.name,
             count=len(self),
+        )
+
+    def joined(self, name: str, crowd: int, here: bool) -> None:
+        self._who = None
+        # Its welcome said it all.
+        self._announce(
+            f"* {name} joined ({crowd} in the room)",
+            crowd,
+            exclude=self._members.get(name.casefold()) if here else None,
         )
 
     def leave(self, client: IMember, why: str = "left") -> bytes:
@@ -232,10 +258,10 @@ class ChatRoom:
         if self._members.get(client.name.casefold()) is not client:
             return b""
         del self._members[client.name.casefold()]
-        self._who = None
         last = self._turn.dataFor(client)
         self._turn.forget(client)
-        self._announce(f"* {client.name} {why}", len(self) + 1)
+        self._who = None
+        self.hub.leave(client.name, why)
         log.info(
             "chat: {name} {why} ({count} in the room)",
             name=client.name,
@@ -244,14 +270,59 @@ class ChatRoom:
         )
         return last
 
+    def left(self, name: str, why: str, crowd: int) -> None:
+        self._who = None
+        self._announce(f"* {name} {why}", crowd)
+
     def rename(self, client: IMember, newName: str) -> None:
         oldName = client.name
         del self._members[oldName.casefold()]
         client.name = newName
         self._members[newName.casefold()] = client
         self._who = None
-        self._announce(f"* {oldName} is now {newName}", len(self), exclude=client)
+        self.hub.rename(oldName, newName)
         log.info("chat: {old} is now {new}", old=oldName, new=newName)
+
+    def renamed(self, old: str, new: str, crowd: int, here: bool) -> None:
+        self._who = None
+        # It was told already.
+        self._announce(
+            f"* {old} is now {new}",
+            crowd,
+            exclude=self._members.get(new.casefold()) if here else None,
+        )
+
+    def nameRefused(self, name: str, previous: str | None) -> None:
+        member = self._members.get(name.casefold())
+        if member is None or member.name != name:
+            return  # gone, or renamed again, meanwhile
+        del self._members[name.casefold()]
+        if previous is not None:
+            member.name = previous
+            self._members[previous.casefold()] = member
+            self.tell(
+                member,
+                f"! {name} was taken on another server first; you are {previous}",
+            )
+            return
+        member.name = self.uniqueName(None)
+        self._members[member.name.casefold()] = member
+        self.hub.join(member.name)
+        self.tell(
+            member,
+            f"* you are now {member.name}: {name} is in the room on another server",
+        )
+
+    def linkChanged(self, whole: bool, crowd: int) -> None:
+        self._who = None
+        if whole:
+            notice = f"* back in touch with the other servers ({crowd} in the room)"
+            self._queue(f"{notice}\r\n".encode())
+        else:
+            self._queue(
+                b"! cut off from the other servers: until they are back, this room"
+                b" is only this server's\r\n"
+            )
 
     def close(self) -> None:
         """
@@ -261,8 +332,10 @@ class ChatRoom:
         self._queue(b"* server shutting down\r\n")
         self.flush()
         # Empty the room first: otherwise each departure would be announced to
-        # everyone still there, N * N lines for nobody to read.
+        # everyone still there, N * N lines for nobody to read.  The hub tells
+        # the other instances, if any, that they all left.
         members, self._members = list(self._members.values()), {}
+        self.hub.close()
         for client in members:
             client.close("left (server shutting down)")
         log.info("chat: closed the room ({count} clients)", count=len(members))
@@ -275,7 +348,10 @@ class ChatRoom:
         the textbook example.  And it is not sent at once: see L{flush}.
         """
         self.messagesRelayed += 1
-        self._queue(f"<{sender.name}> {text}\r\n".encode())
+        self.hub.say(f"<{sender.name}> {text}")
+
+    def heard(self, line: str) -> None:
+        self._queue(f"{line}\r\n".encode())
 
     def tell(self, client: IMember, text: str) -> None:
         """

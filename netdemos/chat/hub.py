@@ -1,0 +1,606 @@
+"""
+Where the room's events travel, and who is in the room: one interface,
+L{IHub}, and one implementation per reach.
+
+  - L{LocalHub}: one process; every event is heard in the call that made it.
+  - L{RedisHub}: every instance on one Redis; events go through one Redis
+    channel, and every instance hears them in the order Redis delivers them.
+
+The room publishes what happens (a line said, a join, a departure, a rename)
+and acts only when the hub calls it back: so with either hub, every member on
+every instance sees the same events in the same order, its own included.
+Presence, who is in the room under which name, lives here too, so that
+C{/who} and nick uniqueness have one source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+if TYPE_CHECKING:
+    # Only its type: txredisapi imports the reactor, and only --redis needs it.
+    from netdemos.redis import IRedisLink
+
+log = Logger()
+
+
+class IHubListener(Interface):
+    """
+    What a hub tells its room, in hub order.
+    """
+
+    def heard(line: str) -> None:
+        """
+        Someone said C{line} (already formatted, C{<NAME> TEXT}).
+        """
+
+    def joined(name: str, crowd: int, here: bool) -> None:
+        """
+        C{name} joined; the room now holds C{crowd}.  C{here}: it is a member
+        of this instance.
+        """
+
+    def left(name: str, why: str, crowd: int) -> None:
+        """
+        C{name} left (C{why}, e.g. "left"); C{crowd} counts it still.
+        """
+
+    def renamed(old: str, new: str, crowd: int, here: bool) -> None:
+        """
+        C{old} is now called C{new}.  C{here}: it is a member of this
+        instance.
+        """
+
+    def nameRefused(name: str, previous: str | None) -> None:
+        """
+        A member of this instance took C{name} at the same time as one on
+        another instance, which got it first: the local one must give it up,
+        going back to C{previous} (after a rename) or to a new name.
+        """
+
+    def linkChanged(whole: bool, crowd: int) -> None:
+        """
+        This instance was cut off from the others (C{whole} false), or is
+        back with them: tell its members.
+        """
+
+
+class IHub(Interface):
+    """
+    The room's events, and who is in the room, across as many instances as
+    share the hub.
+    """
+
+    def attach(room: IHubListener) -> None:
+        """
+        Call C{room} back with every event, in hub order.
+        """
+
+    def say(line: str) -> None:
+        """
+        Publish a line for everyone.
+        """
+
+    def join(name: str) -> None:
+        """
+        A member of this instance joined as C{name}.
+        """
+
+    def leave(name: str, why: str) -> None:
+        """
+        The member of this instance called C{name} left.
+        """
+
+    def rename(old: str, new: str) -> None:
+        """
+        The member of this instance called C{old} is now C{new}.
+        """
+
+    def isTaken(name: str) -> bool:
+        """
+        Whether someone, on any instance, is called C{name}, whatever its case.
+        """
+
+    def names() -> list[str]:
+        """
+        Everyone in the room, on every instance, sorted.
+        """
+
+    def count() -> int:
+        """
+        How many are in the room, on every instance.
+        """
+
+    def close() -> None:
+        """
+        This instance is going away, with all its members.
+        """
+
+
+@implementer(IHub)
+class LocalHub:
+    """
+    The hub of a room served by one process: each event is heard at once, in
+    the call that published it.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+        self._room: IHubListener | None = None
+
+    @property
+    def room(self) -> IHubListener:
+        assert self._room is not None, "attach() the room first"
+        return self._room
+
+    def attach(self, room: IHubListener) -> None:
+        self._room = room
+
+    def say(self, line: str) -> None:
+        self.room.heard(line)
+
+    def join(self, name: str) -> None:
+        self._names[name.casefold()] = name
+        self.room.joined(name, len(self._names), True)
+
+    def leave(self, name: str, why: str) -> None:
+        self._names.pop(name.casefold(), None)
+        self.room.left(name, why, len(self._names) + 1)
+
+    def rename(self, old: str, new: str) -> None:
+        del self._names[old.casefold()]
+        self._names[new.casefold()] = new
+        self.room.renamed(old, new, len(self._names), True)
+
+    def isTaken(self, name: str) -> bool:
+        return name.casefold() in self._names
+
+    def names(self) -> list[str]:
+        return sorted(self._names.values())
+
+    def count(self) -> int:
+        return len(self._names)
+
+    def close(self) -> None:
+        self._names.clear()
+
+
+# An instance renews its presence every HEARTBEAT_INTERVAL seconds; one that
+# has not for PRESENCE_TTL seconds is taken for dead by the next instance to
+# renew, which tells the room its members left.  So a dead instance's members
+# are gone within PRESENCE_TTL + HEARTBEAT_INTERVAL = 13 s, and an instance
+# may miss two renewals (a GC pause, a slow Redis) before it is.
+HEARTBEAT_INTERVAL = 3.0
+PRESENCE_TTL = 10.0
+
+# The scripts below keep, under PREFIX:room:, a sorted set "instances" of the
+# live instances by the time (Redis's clock, in ms) their presence expires,
+# and a hash "names:INSTANCE" of each one's members, casefolded name -> name.
+# Each runs atomically, so that two instances cannot both take a name, and
+# publishes what it changed on the room's channel, in the same step, so that
+# every instance hears it in the same place among the room's events.  They
+# touch keys they compute from KEYS[1]: fine for one Redis, not for a cluster.
+
+_LUA_COMMON = """
+local prefix, me = KEYS[1], ARGV[1]
+local instances = prefix .. ':room:instances'
+local channel = prefix .. ':room'
+local function namesOf(instance) return prefix .. ':room:names:' .. instance end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function takenElsewhere(folded)
+  for _, other in ipairs(redis.call('ZRANGE', instances, 0, -1)) do
+    if other ~= me and redis.call('HEXISTS', namesOf(other), folded) == 1 then
+      return true
+    end
+  end
+  return false
+end
+"""
+
+# ARGV[2]: a batch of events from this instance.  A join or a rename of a name
+# another instance holds is refused: published as "join-refused" or
+# "rename-refused", for this instance to undo.
+PUBLISH_SCRIPT = (
+    _LUA_COMMON
+    + """
+local batch = cjson.decode(ARGV[2])
+for _, event in ipairs(batch.e) do
+  if event.t == 'join' or event.t == 'rename' then
+    if takenElsewhere(event.f) then
+      event.t = event.t .. '-refused'
+    else
+      if event.t == 'rename' and event.of ~= event.f then
+        redis.call('HDEL', namesOf(me), event.of)
+      end
+      redis.call('HSET', namesOf(me), event.f, event.n)
+    end
+  elseif event.t == 'leave' then
+    redis.call('HDEL', namesOf(me), event.f)
+  end
+end
+redis.call('PUBLISH', channel, cjson.encode(batch))
+return 1
+"""
+)
+
+# ARGV[2]: the presence TTL in ms; ARGV[3], ARGV[4], ...: casefolded name and
+# name of each member of this instance.  Registers this instance with those of
+# its members whose names nobody else took meanwhile; returns the others, and
+# every other live instance's members.
+REGISTER_SCRIPT = (
+    _LUA_COMMON
+    + """
+local ttl = tonumber(ARGV[2])
+local at = now()
+redis.call('DEL', namesOf(me))
+redis.call('ZADD', instances, at + ttl, me)
+local kept, refused = {}, {}
+for i = 3, #ARGV, 2 do
+  if takenElsewhere(ARGV[i]) then
+    table.insert(refused, ARGV[i + 1])
+  else
+    redis.call('HSET', namesOf(me), ARGV[i], ARGV[i + 1])
+    table.insert(kept, ARGV[i + 1])
+  end
+end
+redis.call('PEXPIRE', namesOf(me), ttl * 3)
+redis.call('PEXPIRE', instances, ttl * 3)
+local others = {}
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', instances, at, '+inf')) do
+  if other ~= me then
+    table.insert(others, other)
+    table.insert(others, redis.call('HVALS', namesOf(other)))
+  end
+end
+if #kept > 0 then
+  redis.call('PUBLISH', channel,
+    cjson.encode({i = me, s = 0, e = {{t = 'sync', names = kept}}}))
+end
+return {refused, others}
+"""
+)
+
+# ARGV[2]: the presence TTL in ms.  Renews this instance's presence, and takes
+# every instance whose presence expired out of the room, publishing that its
+# members are gone.  Returns -1 if this instance itself had been taken out.
+HEARTBEAT_SCRIPT = (
+    _LUA_COMMON
+    + """
+local ttl = tonumber(ARGV[2])
+local at = now()
+if not redis.call('ZSCORE', instances, me) then
+  return -1
+end
+redis.call('ZADD', instances, at + ttl, me)
+redis.call('PEXPIRE', namesOf(me), ttl * 3)
+redis.call('PEXPIRE', instances, ttl * 3)
+local reaped = 0
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', instances, '-inf', '(' .. at)) do
+  local gone = redis.call('HVALS', namesOf(dead))
+  redis.call('DEL', namesOf(dead))
+  redis.call('ZREM', instances, dead)
+  if #gone > 0 then
+    redis.call('PUBLISH', channel, cjson.encode({i = dead, s = 0,
+      e = {{t = 'gone', names = gone, w = 'left (lost with its server)'}}}))
+  end
+  reaped = reaped + 1
+end
+return reaped
+"""
+)
+
+# This instance is stopping: its members leave the room with it.
+UNREGISTER_SCRIPT = (
+    _LUA_COMMON
+    + """
+local gone = redis.call('HVALS', namesOf(me))
+redis.call('DEL', namesOf(me))
+redis.call('ZREM', instances, me)
+if #gone > 0 then
+  redis.call('PUBLISH', channel, cjson.encode({i = me, s = 0,
+    e = {{t = 'gone', names = gone, w = 'left (server shutting down)'}}}))
+end
+return 1
+"""
+)
+
+Event = dict[str, Any]
+
+
+@implementer(IHub)
+class RedisHub:
+    """
+    The hub of a room that spans every instance on one Redis.
+
+    Each turn of the reactor, the events of this instance go to Redis as one
+    message on the room's channel (through L{PUBLISH_SCRIPT} when the batch
+    claims or gives up names); every instance, this one included, acts on
+    them only when Redis delivers them, so all see one order.
+
+    While the link is down the instance is a room of its own: events are
+    heard at once, as with a L{LocalHub}, and the members are told they are
+    cut off.  When it is back, the instance registers its members again,
+    reads who is on the others, and tells its members the room is whole.
+    What was sent but not heard back when the link went down is heard
+    locally then, and never again: nothing is delivered twice.
+
+    @ivar whole: connected to the room across instances, and in sync with it.
+    """
+
+    def __init__(
+        self,
+        link: IRedisLink,
+        clock: IReactorTime,
+        instance: str,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        ttl: float = PRESENCE_TTL,
+    ) -> None:
+        self.link = link
+        self.clock = clock
+        self.instance = instance
+        self.channel = f"{link.prefix}:room"
+        self.whole = False
+        self._ttl = ttl
+        self._room: IHubListener | None = None
+        # Who is in the room: casefolded name -> (name, instance).
+        self._presence: dict[str, tuple[str, str]] = {}
+        self._outbox: list[Event] = []
+        self._sendCall: IDelayedCall | None = None
+        self._sequence = 0
+        # The batches sent and not yet heard back, by sequence number.
+        self._unheard: dict[int, list[Event]] = {}
+        self._cutOff = False
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = clock
+        self._heartbeatInterval = heartbeat
+        link.subscribe(self.channel, self._received)
+        link.watch(self._linkUp, self._linkDown)
+
+    @property
+    def room(self) -> IHubListener:
+        assert self._room is not None, "attach() the room first"
+        return self._room
+
+    def attach(self, room: IHubListener) -> None:
+        self._room = room
+
+    # What the room says
+
+    def say(self, line: str) -> None:
+        self._publish({"t": "say", "l": line})
+
+    def join(self, name: str) -> None:
+        folded = name.casefold()
+        self._presence[folded] = (name, self.instance)
+        self._publish({"t": "join", "n": name, "f": folded})
+
+    def leave(self, name: str, why: str) -> None:
+        folded = name.casefold()
+        self._forget(folded, self.instance)
+        self._publish({"t": "leave", "n": name, "f": folded, "w": why})
+
+    def rename(self, old: str, new: str) -> None:
+        self._forget(old.casefold(), self.instance)
+        self._presence[new.casefold()] = (new, self.instance)
+        self._publish(
+            {
+                "t": "rename",
+                "n": new,
+                "f": new.casefold(),
+                "o": old,
+                "of": old.casefold(),
+            }
+        )
+
+    def isTaken(self, name: str) -> bool:
+        return name.casefold() in self._presence
+
+    def names(self) -> list[str]:
+        return sorted(name for name, _ in self._presence.values())
+
+    def count(self) -> int:
+        return len(self._presence)
+
+    def close(self) -> None:
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self.link.up:
+            self._evaluate(UNREGISTER_SCRIPT)
+
+    def _publish(self, event: Event) -> None:
+        if not self.whole:
+            self._hear(event, self.instance)
+            return
+        self._outbox.append(event)
+        if self._sendCall is None:
+            self._sendCall = self.clock.callLater(0, self._send)
+
+    def _send(self) -> None:
+        self._sendCall = None
+        if not self._outbox:
+            return
+        events, self._outbox = self._outbox, []
+        self._sequence += 1
+        self._unheard[self._sequence] = events
+        payload = json.dumps(
+            {"i": self.instance, "s": self._sequence, "e": events},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        sending: Deferred[Any]
+        if all(event["t"] == "say" for event in events):
+            sending = self.link.publish(self.channel, payload)
+        else:
+            sending = self._evaluate(PUBLISH_SCRIPT, payload)
+        sending.addErrback(self._notSent, self._sequence)
+
+    def _notSent(self, reason: Failure, sequence: int) -> None:
+        # Heard here, once, since it may never come back from Redis.
+        events = self._unheard.pop(sequence, None)
+        if events is None:
+            return
+        log.warn("chat: could not publish to Redis: {reason}", reason=reason.value)
+        for event in events:
+            self._hear(event, self.instance)
+
+    def _evaluate(self, script: str, *args: Any) -> Deferred[Any]:
+        return self.link.evaluate(script, [self.link.prefix], [self.instance, *args])
+
+    # What Redis delivers
+
+    def _received(self, message: str) -> None:
+        if not self.whole:
+            # Cut off, or catching up: what was published meanwhile is not
+            # for this instance's members, who heard their own events at once.
+            return
+        batch = json.loads(message)
+        origin = batch["i"]
+        if origin == self.instance and batch["s"]:
+            if self._unheard.pop(batch["s"], None) is None:
+                return  # heard already, when it could not be sent
+        for event in batch["e"]:
+            self._hear(event, origin)
+
+    def _hear(self, event: Event, origin: str) -> None:
+        """
+        Act on one event from C{origin}, in hub order.
+        """
+        kind = event["t"]
+        room = self.room
+        if kind == "say":
+            room.heard(event["l"])
+        elif kind == "join":
+            self._presence[event["f"]] = (event["n"], origin)
+            room.joined(event["n"], self.count(), origin == self.instance)
+        elif kind == "leave":
+            self._forget(event["f"], origin)
+            room.left(event["n"], event["w"], self.count() + 1)
+        elif kind == "rename":
+            self._forget(event["of"], origin)
+            self._presence[event["f"]] = (event["n"], origin)
+            room.renamed(event["o"], event["n"], self.count(), origin == self.instance)
+        elif kind in ("join-refused", "rename-refused") and origin == self.instance:
+            self._forget(event["f"], origin)
+            previous = event.get("o")
+            if previous is not None:
+                self._presence[event["of"]] = (previous, origin)
+            room.nameRefused(event["n"], previous)
+        elif kind == "sync" and origin != self.instance:
+            self._forgetInstance(origin)
+            for name in _names(event):
+                self._presence[name.casefold()] = (name, origin)
+        elif kind == "gone" and origin != self.instance:
+            self._forgetInstance(origin)
+            for name in _names(event):
+                room.left(name, event["w"], self.count() + 1)
+
+    def _forget(self, folded: str, instance: str) -> None:
+        if self._presence.get(folded, ("", ""))[1] == instance:
+            del self._presence[folded]
+
+    def _forgetInstance(self, instance: str) -> None:
+        self._presence = {
+            folded: entry
+            for folded, entry in self._presence.items()
+            if entry[1] != instance
+        }
+
+    # The link
+
+    def _linkUp(self) -> None:
+        self._register()
+
+    def _register(self) -> None:
+        ours = [
+            name for name, where in self._presence.values() if where == self.instance
+        ]
+        pairs = [part for name in ours for part in (name.casefold(), name)]
+        registering = self._evaluate(REGISTER_SCRIPT, int(self._ttl * 1000), *pairs)
+        registering.addCallbacks(self._registered, self._registerFailed)
+
+    def _registered(self, result: Sequence[Any]) -> None:
+        if not self.link.up:
+            return
+        refused, others = result
+        for position in range(0, len(others), 2):
+            instance, names = others[position], others[position + 1]
+            for name in names:
+                self._presence[name.casefold()] = (name, instance)
+        for name in refused:
+            self._forget(name.casefold(), self.instance)
+        wasWhole, self.whole = self.whole, True
+        if not self._heartbeat.running:
+            self._heartbeat.start(self._heartbeatInterval, now=False)
+        for name in refused:
+            self.room.nameRefused(name, None)
+        if self._cutOff and not wasWhole:
+            self._cutOff = False
+            self.room.linkChanged(True, self.count())
+        log.info(
+            "chat: {instance} is in the room on Redis ({count} in the room)",
+            instance=self.instance,
+            count=self.count(),
+        )
+
+    def _registerFailed(self, reason: Failure) -> None:
+        # The link drops a Redis that stops answering, and comes up again.
+        log.warn("chat: cannot join the room on Redis: {reason}", reason=reason.value)
+
+    def _beat(self) -> None:
+        beating = self._evaluate(HEARTBEAT_SCRIPT, int(self._ttl * 1000))
+        beating.addCallbacks(self._beaten, lambda _: None)
+
+    def _beaten(self, result: int) -> None:
+        if result == -1 and self.link.up:
+            # Taken for dead (a long pause?): join again, as after a cut.
+            log.warn(
+                "chat: {instance} was taken for dead; joining again",
+                instance=self.instance,
+            )
+            self._register()
+
+    def _linkDown(self) -> None:
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if not self.whole:
+            return
+        self.whole = False
+        self._cutOff = True
+        if self._sendCall is not None and self._sendCall.active():
+            self._sendCall.cancel()
+        self._sendCall = None
+        # The others are out of reach: the room is this instance's alone.
+        self._presence = {
+            folded: entry
+            for folded, entry in self._presence.items()
+            if entry[1] == self.instance
+        }
+        pending = [
+            event
+            for sequence in sorted(self._unheard)
+            for event in self._unheard[sequence]
+        ]
+        pending += self._outbox
+        self._unheard.clear()
+        self._outbox = []
+        for event in pending:
+            self._hear(event, self.instance)
+        self.room.linkChanged(False, self.count())
+
+
+def _names(event: Event) -> list[str]:
+    # Lua's cjson encodes an empty list as {}.
+    names = event.get("names")
+    return list(names) if isinstance(names, list) else []
