@@ -83,8 +83,9 @@ class NetdemosCollector(Collector):
         for name, connections in services:
             total.add_metric([name], connections.total)
             active.add_metric([name], len(connections))
-            # "fd": accept(2) ran out of file descriptors (descriptors.py).
-            for reason in ("limit", "fd"):
+            # "fd": accept(2) ran out of file descriptors (descriptors.py);
+            # "proxy": no valid PROXY protocol header (proxy.py).
+            for reason in ("limit", "fd", "proxy"):
                 rejected.add_metric([name, reason], connections.rejected[reason])
         yield from (total, active, rejected)
 

@@ -26,6 +26,7 @@ from netdemos import (
     echo,
     hangup,
     lifecycle,
+    proxy,
 )
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
@@ -211,7 +212,8 @@ class Options(usage.Options):
         " room from one process.  ENDPOINT is a Twisted endpoint string, such"
         " as tcp:1234, tcp:1234:interface=127.0.0.1, tcp6:1234,"
         " ssl:443:privateKey=key.pem:certKey=cert.pem,"
-        " systemd:domain=INET:name=chat or unix:/run/chat.sock;"
+        " systemd:domain=INET:name=chat or unix:/run/chat.sock; haproxy:ENDPOINT"
+        " reads a PROXY protocol header first, for a service behind a balancer;"
         " a bare number N means tcp:N, and 'none' switches a service off."
         " Each endpoint option may be given several times to listen on several"
         " endpoints; several --chat endpoints share one room."
@@ -604,7 +606,16 @@ def listen(
     Listen with C{factory} on C{description}, under C{parent}; watch the port
     for accept failures, counted in C{factory.connections}.
     """
-    child = strports.service(withListenBacklog(description), factory, reactor=reactor)
+    # haproxy:ENDPOINT is Twisted's own prefix; netdemos applies it itself, to
+    # ENDPOINT with its listen backlog, so as to wait for the header first.
+    inner = (
+        description[len(proxy.PREFIX) :]
+        if proxy.isProxied(description)
+        else description
+    )
+    child = strports.service(withListenBacklog(inner), factory, reactor=reactor)
+    if inner != description:
+        child.endpoint = proxy.ProxiedEndpoint(child.endpoint, reactor)
     child.endpoint = descriptors.WatchedEndpoint(
         child.endpoint, name, factory.connections, reactor
     )

@@ -1,0 +1,147 @@
+"""
+The PROXY protocol, for a service behind HAProxy or a cloud TCP balancer: each
+connection starts with a header naming the client's own address, which the
+balancer's would otherwise hide.
+
+Twisted reads the header (C{twisted.protocols.haproxy}, the C{haproxy:}
+endpoint prefix).  L{ProxiedEndpoint} adds what a server needs on top: the
+service's protocol starts only once the header has arrived, so that it sees
+the client's address from its first moment (the chat names a newcomer by it,
+the HTTP channel keeps it for the access log); and a connection without a
+valid header in time is closed, and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+
+# Twisted exports only proxyEndpoint(); the wrapper is what it builds.
+from twisted.protocols.haproxy._wrapper import (
+    HAProxyProtocolWrapper,
+    HAProxyWrappingFactory,
+)
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, implementer, providedBy
+
+PREFIX = "haproxy:"
+
+# A balancer sends the header with the connection, in its first packet; a
+# client that has sent none after this long is not a balancer.
+HEADER_TIMEOUT = 5.0
+
+
+def isProxied(description: str) -> bool:
+    """
+    Whether the endpoint C{description} expects PROXY protocol headers.
+    """
+    return description.startswith(PREFIX)
+
+
+class _Remainder:
+    """
+    Takes, in place of the service's protocol, what follows the header in the
+    packet that completes it.
+    """
+
+    data = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+
+class HeaderFirst(HAProxyProtocolWrapper):
+    """
+    Twisted's PROXY protocol wrapper, which connects the service's protocol
+    only once the header has been read, and closes a connection whose header
+    is not valid, or does not come within L{HEADER_TIMEOUT}, counting it as
+    rejected for reason C{proxy}.
+    """
+
+    factory: HeaderFirstFactory
+    _started = False
+    _deadline: IDelayedCall | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        # ProtocolWrapper.makeConnection, less connecting the service's
+        # protocol, which would see the balancer's address.
+        directlyProvides(self, providedBy(transport))
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        self._deadline = self.factory.clock.callLater(HEADER_TIMEOUT, self._refuse)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._started:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        service: Any = self.wrappedProtocol
+        remainder = _Remainder()
+        self.wrappedProtocol = remainder  # type: ignore[assignment]
+        try:
+            super().dataReceived(data)
+        finally:
+            self.wrappedProtocol = service
+        if self._proxyInfo is not None:
+            self._stopDeadline()
+            self._started = True
+            service.makeConnection(self)
+            if remainder.data:
+                service.dataReceived(remainder.data)
+        elif self.disconnecting:
+            # Twisted closed it: the header is not one.
+            self._refuse()
+
+    def _refuse(self) -> None:
+        self._stopDeadline()
+        self.factory.connections.rejected["proxy"] += 1
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _stopDeadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stopDeadline()
+        if self._started:
+            super().connectionLost(reason)
+        else:
+            self.factory.unregisterProtocol(self)
+
+
+class HeaderFirstFactory(HAProxyWrappingFactory):
+    """
+    Wrap a service's factory so that its connections start with a PROXY
+    header; rejections are counted in the service's C{connections}.
+    """
+
+    protocol = HeaderFirst  # type: ignore[assignment]
+
+    def __init__(self, wrappedFactory: Any, clock: IReactorTime) -> None:
+        super().__init__(wrappedFactory)
+        self.clock = clock
+        self.connections = wrappedFactory.connections
+
+
+@implementer(IStreamServerEndpoint)
+class ProxiedEndpoint:
+    """
+    A server endpoint whose connections start with a PROXY protocol header,
+    as C{haproxy:ENDPOINT} describes.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, clock: IReactorTime) -> None:
+        self._endpoint = endpoint
+        self._clock = clock
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return self._endpoint.listen(HeaderFirstFactory(protocolFactory, self._clock))

@@ -1,0 +1,126 @@
+"""
+Tests for L{netdemos.proxy}: services behind a balancer that speaks the PROXY
+protocol see each client's own address, and a connection without a valid
+header is closed and counted.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from chat_support import Room
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransportWithDisconnection,
+)
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemos import tap
+from netdemos.counter import CounterSite
+from netdemos.descriptors import WatchedEndpoint
+from netdemos.proxy import HEADER_TIMEOUT, HeaderFirstFactory, ProxiedEndpoint
+
+BALANCER = IPv4Address("TCP", "127.0.0.1", 6000)
+V1_HEADER = b"PROXY TCP4 127.0.0.5 127.0.0.1 5555 1025\r\n"
+
+
+def v2Header(source: str, sourcePort: int) -> bytes:
+    """
+    A PROXY protocol version 2 header for a TCP over IPv4 connection.
+    """
+    addresses = socket.inet_aton(source) + socket.inet_aton("127.0.0.1")
+    body = addresses + struct.pack("!HH", sourcePort, 8080)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11" + struct.pack("!H", len(body)) + body
+
+
+def connectThroughBalancer(
+    factory: HeaderFirstFactory,
+) -> StringTransportWithDisconnection:
+    protocol = factory.buildProtocol(BALANCER)
+    assert protocol is not None
+    transport = StringTransportWithDisconnection(peerAddress=BALANCER)
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return transport
+
+
+class ProxyTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.chat = Room()
+        self.clock = self.chat.clock
+        self.factory = HeaderFirstFactory(self.chat.factory, self.clock)
+
+    def test_chatNamesTheClientByItsOwnAddress(self) -> None:
+        """
+        The room names a newcomer by the address in the header, not the
+        balancer's: it is not even welcomed before the header has come.
+        """
+        transport = connectThroughBalancer(self.factory)
+        self.clock.advance(0)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(len(self.chat.factory.connections), 0)
+        transport.protocol.dataReceived(V1_HEADER + b"hello\n")
+        self.clock.advance(0)
+        self.assertEqual(transport.value().split(b"\r\n")[1], b"<127.0.0.5:5555> hello")
+        self.assertTrue(
+            transport.value().startswith(b"* welcome, you are 127.0.0.5:5555 (")
+        )
+
+    def test_anInvalidHeaderIsClosedAndCounted(self) -> None:
+        transport = connectThroughBalancer(self.factory)
+        transport.protocol.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertFalse(transport.connected)
+        self.assertEqual(self.chat.factory.connections.rejected["proxy"], 1)
+        self.assertEqual(self.chat.room.names(), [])
+
+    def test_noHeaderInTimeIsClosedAndCounted(self) -> None:
+        transport = connectThroughBalancer(self.factory)
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertFalse(transport.connected)
+        self.assertEqual(self.chat.factory.connections.rejected["proxy"], 1)
+
+    def test_httpSeesTheClientsAddressFromAVersion2Header(self) -> None:
+        site = CounterSite(reactor=Clock())
+        transport = connectThroughBalancer(HeaderFirstFactory(site, Clock()))
+        channel = transport.protocol.wrappedProtocol  # type: ignore[attr-defined]
+        transport.protocol.dataReceived(
+            v2Header("127.0.0.9", 4321)
+            + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertTrue(transport.value().endswith(b"I am request #1\n"))
+        self.assertEqual(channel.getPeer(), IPv4Address("TCP", "127.0.0.9", 4321))
+
+
+class ProxiedListenerTests(SynchronousTestCase):
+    def test_haproxyPrefixWrapsEveryServiceWithBacklogAndWatch(self) -> None:
+        """
+        haproxy:ENDPOINT works for every service: the listener gets the
+        PROXY wrapper, the listen-backlog default, and the accept watch.
+        """
+        reactor = MemoryReactorClock()
+        options = tap.Options()
+        options.parseOptions(
+            ["--echo=haproxy:tcp:7", "--http=haproxy:tcp:8", "--chat=haproxy:tcp:9"]
+        )
+        service = tap.makeService(options, reactor)
+        for child in service.listeners:
+            self.assertIsInstance(child.endpoint, WatchedEndpoint)
+            self.assertIsInstance(child.endpoint._endpoint, ProxiedEndpoint)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        listened = {
+            port: (type(factory.wrappedFactory).__name__, backlog)  # type: ignore[attr-defined]
+            for port, factory, backlog, _ in reactor.tcpServers
+        }
+        self.assertEqual(
+            listened,
+            {
+                7: ("EchoFactory", tap.DEFAULT_LISTEN_BACKLOG),
+                8: ("CounterSite", tap.DEFAULT_LISTEN_BACKLOG),
+                9: ("ChatFactory", tap.DEFAULT_LISTEN_BACKLOG),
+            },
+        )
