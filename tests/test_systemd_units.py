@@ -70,7 +70,7 @@ def listenFamily(listenStream: str) -> str:
     return "INET"
 
 
-def unitsForVerifying(directory: Path) -> list[Path]:
+def unitsForVerifying(directory: Path, names: list[str] | None = None) -> list[Path]:
     """
     Copy the units into C{directory}, with C{ExecStart} pointing at the
     C{twistd} the tests run with: C{systemd-analyze verify} fails a unit
@@ -79,7 +79,7 @@ def unitsForVerifying(directory: Path) -> list[Path]:
     twistd = Path(sys.executable).parent / "twistd"
     program = str(twistd if twistd.exists() else Path(sys.executable))
     copies = []
-    for name in [SERVICE, *SOCKETS.values()]:
+    for name in names or [SERVICE, *SOCKETS.values()]:
         text = (UNITS / name).read_text().replace(INSTALLED_TWISTD, program)
         (directory / name).write_text(text)
         copies.append(directory / name)
@@ -205,3 +205,77 @@ class UnitConsistencyTests(SynchronousTestCase):
         self.assertEqual(
             shlex.split(service["ExecReload"]), ["/bin/kill", "-HUP", "$MAINPID"]
         )
+
+
+TEMPLATE = "netdemos@.service"
+
+
+class InstancesTemplateTests(SynchronousTestCase):
+    """
+    C{netdemos@.service}: several processes on one host, sharing the same
+    sockets and, through Redis, one count and one room.
+    """
+
+    def instanceUnit(self) -> str:
+        """
+        The template as instance 1, in a temporary directory, with the
+        C{twistd} the tests run with: C{systemd-analyze} checks an instance.
+        """
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        # With the sockets it requires, which systemd-analyze loads too.
+        copy, *_ = unitsForVerifying(
+            Path(directory.name), [TEMPLATE, *SOCKETS.values()]
+        )
+        instance = copy.with_name("netdemos@1.service")
+        copy.rename(instance)
+        return str(instance)
+
+    def test_instanceVerifies(self) -> None:
+        result = systemdAnalyze("verify", "--man=no", self.instanceUnit())
+        complaints = [line for line in result.stderr.splitlines() if "netdemos" in line]
+        self.assertEqual(
+            (result.returncode, complaints),
+            (0, []),
+            f"systemd-analyze verify:\n{result.stdout}{result.stderr}",
+        )
+
+    def test_instanceSandboxExposureStaysLow(self) -> None:
+        result = systemdAnalyze(
+            "security", "--offline=yes", "--threshold=20", self.instanceUnit()
+        )
+        self.assertEqual(
+            result.returncode, 0, f"systemd-analyze security:\n{result.stdout}"
+        )
+
+    def test_everyInstanceInheritsTheSameSockets(self) -> None:
+        """
+        Each instance is handed all three sockets (C{Sockets=}) and adopts
+        each by name with the family it has, as netdemos.service does; it
+        starts after them.
+        """
+        unit = readUnit(TEMPLATE)
+        service = unit["Service"]
+        self.assertEqual(sorted(service["Sockets"].split()), sorted(SOCKETS.values()))
+        for socketUnit in SOCKETS.values():
+            self.assertIn(socketUnit, unit["Unit"]["Requires"].split())
+            self.assertIn(socketUnit, unit["Unit"]["After"].split())
+        self.assertEqual(
+            systemdEndpoints(service["ExecStart"]),
+            systemdEndpoints(readUnit(SERVICE)["Service"]["ExecStart"]),
+        )
+
+    def test_instancesShareRedisAndAreNamedApart(self) -> None:
+        """
+        The instances count and chat through one Redis, so no counter file
+        (netdemos refuses both), and each names itself after its instance.
+        """
+        words = shlex.split(readUnit(TEMPLATE)["Service"]["ExecStart"])
+        options = dict(
+            word.split("=", 1)
+            for word in words
+            if word.startswith("--") and "=" in word
+        )
+        self.assertTrue(options["--redis"].startswith("redis://"))
+        self.assertNotIn("--counter-file", options)
+        self.assertIn("%i", options["--name"])
