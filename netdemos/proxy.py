@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
+    IHalfCloseableProtocol,
     IListeningPort,
     IProtocolFactory,
     IReactorTime,
@@ -59,12 +60,16 @@ class _Remainder:
         self.data += data
 
 
+@implementer(IHalfCloseableProtocol)
 class HeaderFirst(HAProxyProtocolWrapper):
     """
     Twisted's PROXY protocol wrapper, which connects the service's protocol
     only once the header has been read, and closes a connection whose header
     is not valid, or does not come within L{HEADER_TIMEOUT}, counting it as
     rejected for reason C{proxy}.
+
+    It passes a half-close on, as the balancer does: a client that shuts
+    down its sending side after a request (C{nc -N}) still gets the answer.
     """
 
     factory: HeaderFirstFactory
@@ -109,6 +114,20 @@ class HeaderFirst(HAProxyProtocolWrapper):
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
+
+    def readConnectionLost(self) -> None:
+        halfCloseable = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if not self._started:
+            self._refuse()
+        elif halfCloseable is not None:
+            halfCloseable.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        halfCloseable = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if halfCloseable is not None:
+            halfCloseable.writeConnectionLost()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopDeadline()

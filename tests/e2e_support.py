@@ -498,18 +498,27 @@ class ChatUser:
     """
 
     def __init__(
-        self, port: int, reading: bool = True, receiveBuffer: int | None = None
+        self,
+        port: int,
+        reading: bool = True,
+        receiveBuffer: int | None = None,
+        source: str = LOOPBACK,
     ) -> None:
+        """
+        @param source: the loopback address to connect from, such as
+            C{127.0.0.5}; the room names the client by it.
+        """
         connection = socket.socket()
         if receiveBuffer is not None:
             # Set before connecting, so that it bounds the window TCP offers.
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+        connection.bind((source, 0))
         connection.settimeout(START_TIMEOUT)
         connection.connect((LOOPBACK, port))
         connection.settimeout(None)
         self.connection = connection
         self.localPort: int = connection.getsockname()[1]
-        self.name = f"{LOOPBACK}:{self.localPort}"
+        self.name = f"{source}:{self.localPort}"
         self.collector: LineCollector | None = None
         if reading:
             self.startReading()

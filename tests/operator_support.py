@@ -209,12 +209,20 @@ class OperatorLauncher:
         environ: dict[str, str],
         openFiles: tuple[int, int] | None,
         twistdOptions: Sequence[str] = (),
+        prefix: Sequence[str] = (),
+        passFds: Sequence[int] = (),
     ) -> Netdemos:
+        """
+        @param prefix: a command that runs the rest, such as a shell that
+            sets C{LISTEN_PID} to its own pid before it execs twistd.
+        @param passFds: descriptors the server inherits.
+        """
         logPath = self.workdir / f"twistd-{time.monotonic_ns()}.out"
         with logPath.open("wb") as log:
             process = subprocess.Popen(
                 [
                     *withOpenFileLimit(openFiles),
+                    *prefix,
                     *twistdCommand(),
                     "-n",
                     "--pidfile=",
@@ -227,6 +235,7 @@ class OperatorLauncher:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                pass_fds=passFds,
             )
         server = Netdemos(process, self.workdir, logPath, ports)
         self._stack.callback(server.stop)

@@ -82,6 +82,18 @@ class ProxyTests(SynchronousTestCase):
         self.assertFalse(transport.connected)
         self.assertEqual(self.chat.factory.connections.rejected["proxy"], 1)
 
+    def test_aHalfCloseReachesTheService(self) -> None:
+        """
+        A client that shuts down its sending side after its lines (C{nc -N})
+        is answered before the service closes, as without a balancer.
+        """
+        transport = connectThroughBalancer(self.factory)
+        transport.protocol.dataReceived(V1_HEADER + b"/who\n")
+        transport.protocol.readConnectionLost()  # type: ignore[attr-defined]
+        self.clock.advance(0)
+        self.assertIn(b"* in the room (1): 127.0.0.5:5555\r\n", transport.value())
+        self.assertFalse(transport.connected)
+
     def test_httpSeesTheClientsAddressFromAVersion2Header(self) -> None:
         site = CounterSite(reactor=Clock())
         transport = connectThroughBalancer(HeaderFirstFactory(site, Clock()))
