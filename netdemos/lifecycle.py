@@ -125,11 +125,7 @@ class NetdemosService(MultiService):
         self._serving = True
         self.notifier.ready()
         self._statusLoop.start(STATUS_INTERVAL, now=True)
-        log.info(
-            "netdemos: {instance} ready ({summary})",
-            instance=self.instance,
-            summary=self.summary(),
-        )
+        log.info("netdemos: ready ({summary})", summary=self.summary())
 
     def summary(self) -> str:
         """
@@ -153,7 +149,7 @@ class NetdemosService(MultiService):
             self._statusLoop.stop()
         self.notifier.stopping()
         self.notifier.status("shutting down")
-        log.info("netdemos: {instance} shutting down", instance=self.instance)
+        log.info("netdemos: shutting down ({instance})", instance=self.instance)
         return self._stop()
 
     @inlineCallbacks

@@ -230,6 +230,7 @@ def test_namesAndWhoSpanInstancesAndADeadOnesMembersLeave(
     bob.inbox.waitForLine("! the nick ALICE is taken")
     bob.send(b"/nick bob\n/who\n")
     bob.inbox.waitForLine("* in the room (2): alice, bob")
+    alice.inbox.waitForLine(f"* {bob.name} is now bob")
 
     b.process.send_signal(signal.SIGKILL)
     killed = time.monotonic()
@@ -330,5 +331,5 @@ def test_statusAndLogNameTheInstance(
     launcher: OperatorLauncher, redis: RedisServer
 ) -> None:
     server = instance(launcher, redis, "web-7", ["http"])
-    server.waitUntilLogged("netdemos: web-7 ready (web-7: ")
+    server.waitUntilLogged("netdemos: ready (web-7: ")
     assert os.path.exists(server.logPath)

@@ -130,6 +130,32 @@ class HubTests(SynchronousTestCase):
         self.assertEqual(received(aliceT), [b"* bob left"])
         self.assertEqual(self.a.chat.room.names(), ["127.0.0.1:41001"])
 
+    def test_aNewcomerRenamedBeforeItsJoinIsHeardIsNotToldItJoined(self) -> None:
+        """
+        Its welcome told it; its join, heard after its rename, is for others.
+        """
+        bob, bobT = self.b.chat.connect()
+        self.settle()
+        received(bobT)
+        alice, aliceT = self.a.chat.connect()
+        alice.dataReceived(b"/nick alice\n")
+        self.settle()
+        self.assertEqual(
+            received(aliceT),
+            [
+                b"* welcome, you are 127.0.0.1:41001 (2 in the room) on a;"
+                b" /help lists commands",
+                b"* you are now alice",
+            ],
+        )
+        self.assertEqual(
+            received(bobT),
+            [
+                b"* 127.0.0.1:41001 joined (2 in the room)",
+                b"* 127.0.0.1:41001 is now alice",
+            ],
+        )
+
     def test_aNameTakenAtOnceOnTwoInstancesGoesToOne(self) -> None:
         """
         Two instances cannot both see a name free and both give it: Redis

@@ -167,6 +167,10 @@ class ChatRoom:
         # This instance's members, keyed by the casefolded name, so "Admin"
         # cannot pose as "admin".
         self._members: dict[str, IMember] = {}
+        # The members whose join or rename the hub has not announced yet, by
+        # the casefolded name they took: they are told themselves, and are
+        # spared the announcement, even if they are renamed again meanwhile.
+        self._announcing: dict[str, IMember] = {}
         self._who: str | None = None
         self._turn = Turn()
         self._flushCall: IDelayedCall | None = None
@@ -230,6 +234,7 @@ class ChatRoom:
         self._turn.startHere(client)
         self.tell(client, welcome)
         self._who = None
+        self._announcing[client.name.casefold()] = client
         self.hub.join(client.name)
         log.info(
             "chat: {name} joined ({count} in the room)",
@@ -243,7 +248,7 @@ class ChatRoom:
         self._announce(
             f"* {name} joined ({crowd} in the room)",
             crowd,
-            exclude=self._members.get(name.casefold()) if here else None,
+            exclude=self._announcing.pop(name.casefold(), None) if here else None,
         )
 
     def leave(self, client: IMember, why: str = "left") -> bytes:
@@ -280,6 +285,7 @@ class ChatRoom:
         client.name = newName
         self._members[newName.casefold()] = client
         self._who = None
+        self._announcing[newName.casefold()] = client
         self.hub.rename(oldName, newName)
         log.info("chat: {old} is now {new}", old=oldName, new=newName)
 
@@ -289,10 +295,11 @@ class ChatRoom:
         self._announce(
             f"* {old} is now {new}",
             crowd,
-            exclude=self._members.get(new.casefold()) if here else None,
+            exclude=self._announcing.pop(new.casefold(), None) if here else None,
         )
 
     def nameRefused(self, name: str, previous: str | None) -> None:
+        self._announcing.pop(name.casefold(), None)
         member = self._members.get(name.casefold())
         if member is None or member.name != name:
             return  # gone, or renamed again, meanwhile
