@@ -99,8 +99,12 @@ class CounterResource(Resource):
             # The counters at hand answer here, in the same call: no Deferred
             # for them, as a Deferred per request costs throughput.
             return _body(number)
-        answering = Answering(request)
-        number.addCallbacks(answering.number, answering.unavailable)
+        number.addCallbacks(
+            answerWithNumber,
+            answerUnavailable,
+            callbackArgs=(request,),
+            errbackArgs=(request,),
+        )
         return NOT_DONE_YET
 
     def render_HEAD(self, request: IRequest) -> bytes:
@@ -114,39 +118,34 @@ class CounterResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
 
 
-class Answering:
+def answerWithNumber(number: int, request: IRequest) -> None:
     """
-    A request waiting for its number: answer it when the number comes, or
-    503 if none can be had, unless its client has gone meanwhile.
+    Answer C{request} with the number it waited for.
     """
+    _answerLater(request, _body(number))
 
-    def __init__(self, request: IRequest) -> None:
-        self.request = request
-        self.gone = False
-        # IRequest does not declare notifyFinish; every Request has it.
-        cast(Request, request).notifyFinish().addErrback(self._clientGone)
 
-    def _clientGone(self, reason: Failure) -> None:
-        # Its number, if one comes, is skipped: never handed out again.
-        self.gone = True
+def answerUnavailable(reason: Failure, request: IRequest) -> None:
+    """
+    Answer C{request}, which waited for a number in vain, 503.
+    """
+    reason.trap(CounterUnavailableError)
+    request.setResponseCode(SERVICE_UNAVAILABLE)
+    # A load balancer, or a client, tries again a second later; by then the
+    # instance's /readyz has told the balancer to send it elsewhere.
+    request.setHeader(b"retry-after", b"1")
+    _answerLater(request, b"503 Service Unavailable: no request number to give now\n")
 
-    def number(self, number: int) -> None:
-        self._answer(_body(number))
 
-    def unavailable(self, reason: Failure) -> None:
-        reason.trap(CounterUnavailableError)
-        self.request.setResponseCode(SERVICE_UNAVAILABLE)
-        # A load balancer, or a client, tries again a second later; by then
-        # the instance's /readyz has told the balancer to send it elsewhere.
-        self.request.setHeader(b"retry-after", b"1")
-        self._answer(b"503 Service Unavailable: no request number to give now\n")
-
-    def _answer(self, body: bytes) -> None:
-        if self.gone:
-            return
-        self.request.setHeader(b"content-length", b"%d" % (len(body),))
-        self.request.write(body)
-        self.request.finish()
+def _answerLater(request: IRequest, body: bytes) -> None:
+    # A request whose client has gone has no channel any more; its number,
+    # if it got one, is skipped, never handed out again.  (Checked here
+    # rather than with notifyFinish(), a Deferred more per request.)
+    if cast(Request, request).channel is None:
+        return
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    request.write(body)
+    request.finish()
 
 
 def plainResponse(

@@ -74,6 +74,8 @@ def publishEvents(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) ->
     batch = json.loads(args[1])
     mine = room.namesOf(room.me)
     for event in batch["e"]:
+        if isinstance(event, str):
+            continue
         if event["t"] in ("join", "rename"):
             if room.takenElsewhere(event["f"]):
                 event["t"] += "-refused"

@@ -217,7 +217,9 @@ PUBLISH_SCRIPT = (
     + """
 local batch = cjson.decode(ARGV[2])
 for _, event in ipairs(batch.e) do
-  if event.t == 'join' or event.t == 'rename' then
+  if type(event) ~= 'table' then
+    -- a line: nothing to do but publish it
+  elseif event.t == 'join' or event.t == 'rename' then
     if takenElsewhere(event.f) then
       event.t = event.t .. '-refused'
     else
@@ -316,7 +318,8 @@ return 1
 """
 )
 
-Event = dict[str, Any]
+# A line (its text), or a presence change ({"t": "join", ...}).
+Event = str | dict[str, Any]
 
 
 @implementer(IHub)
@@ -379,7 +382,9 @@ class RedisHub:
     # What the room says
 
     def say(self, line: str) -> None:
-        self._publish({"t": "say", "l": line})
+        # Lines are nearly all the traffic: a line is its bare text, while
+        # the rare presence events are objects.
+        self._publish(line)
 
     def join(self, name: str) -> None:
         folded = name.casefold()
@@ -440,7 +445,7 @@ class RedisHub:
             separators=(",", ":"),
         )
         sending: Deferred[Any]
-        if all(event["t"] == "say" for event in events):
+        if all(isinstance(event, str) for event in events):
             sending = self.link.publish(self.channel, payload)
         else:
             sending = self._evaluate(PUBLISH_SCRIPT, payload)
@@ -477,11 +482,12 @@ class RedisHub:
         """
         Act on one event from C{origin}, in hub order.
         """
-        kind = event["t"]
         room = self.room
-        if kind == "say":
-            room.heard(event["l"])
-        elif kind == "join":
+        if isinstance(event, str):
+            room.heard(event)
+            return
+        kind = event["t"]
+        if kind == "join":
             self._presence[event["f"]] = (event["n"], origin)
             room.joined(event["n"], self.count(), origin == self.instance)
         elif kind == "leave":
@@ -600,7 +606,7 @@ class RedisHub:
         self.room.linkChanged(False, self.count())
 
 
-def _names(event: Event) -> list[str]:
+def _names(event: dict[str, Any]) -> list[str]:
     # Lua's cjson encodes an empty list as {}.
     names = event.get("names")
     return list(names) if isinstance(names, list) else []
