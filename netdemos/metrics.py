@@ -35,6 +35,7 @@ from netdemos.descriptors import ADMIN_MAX_CONNECTIONS
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
 from netdemos.limits import Connections
+from netdemos.web import WebSite
 
 
 class NetdemosCollector(Collector):
@@ -50,8 +51,9 @@ class NetdemosCollector(Collector):
         echo: EchoFactory | None,
         http: CounterSite | None,
         chat: ChatFactory | None,
+        web: WebSite | None = None,
     ) -> None:
-        self._echo, self._http, self._chat = echo, http, chat
+        self._echo, self._http, self._chat, self._web = echo, http, chat, web
         # Set once the site serving these metrics is built.
         self.admin: QuietSite | None = None
 
@@ -71,6 +73,7 @@ class NetdemosCollector(Collector):
             ("echo", self._echo),
             ("http", self._http),
             ("chat", self._chat),
+            ("web", self._web),
             ("metrics", self.admin),
         )
         for name, factory in services:
@@ -152,12 +155,13 @@ def makeAdminSite(
     echo: EchoFactory | None,
     http: CounterSite | None,
     chat: ChatFactory | None,
+    web: WebSite | None = None,
 ) -> QuietSite:
     """
     Build the site that serves C{/metrics}, C{/livez} and C{/readyz}.
     """
     registry = CollectorRegistry()
-    collector = NetdemosCollector(echo, http, chat)
+    collector = NetdemosCollector(echo, http, chat, web)
     registry.register(collector)
     ProcessCollector(registry=registry)
     root = Resource()

@@ -16,13 +16,18 @@ from twisted.application import strports
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from netdemos import counter, descriptors, echo, lifecycle, limits
+from netdemos import counter, descriptors, echo, lifecycle, limits, web, websocket
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
 from netdemos.notify import Notifier
 
-SERVICES = ("echo", "http", "chat")
-DEFAULT_ENDPOINTS = {"echo": "tcp:1234", "http": "tcp:8080", "chat": "tcp:1025"}
+SERVICES = ("echo", "http", "chat", "web")
+DEFAULT_ENDPOINTS = {
+    "echo": "tcp:1234",
+    "http": "tcp:8080",
+    "chat": "tcp:1025",
+    "web": "tcp:8081",
+}
 
 # Twisted listens with a backlog of 50; a burst of connections beyond that is
 # dropped by the kernel and the clients retry after 1 s, 3 s, ...  Endpoints
@@ -74,13 +79,14 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve echo (RFC 862), an HTTP request counter and a line-based chat"
-        " room from one process.  ENDPOINT is a Twisted endpoint string, such"
+        " room from one process, and the room and echo over WebSocket with a"
+        " chat page for browsers.  ENDPOINT is a Twisted endpoint string, such"
         " as tcp:1234, tcp:1234:interface=127.0.0.1, tcp6:1234,"
         " ssl:443:privateKey=key.pem:certKey=cert.pem,"
         " systemd:domain=INET:name=chat or unix:/run/chat.sock;"
         " a bare number N means tcp:N, and 'none' switches a service off."
         " Each endpoint option may be given several times to listen on several"
-        " endpoints; several --chat endpoints share one room."
+        " endpoints; several --chat and --web endpoints share one room."
     )
 
     optParameters: list[list[Any]] = [
@@ -126,11 +132,28 @@ class Options(usage.Options):
             _positiveInt,
         ],
         [
+            "ws-max-message",
+            None,
+            websocket.DEFAULT_MAX_MESSAGE,
+            "Longest WebSocket message /echo takes, in bytes; a longer one"
+            " closes the connection with code 1009 (/chat takes --max-line)"
+            " (e.g. --ws-max-message=65536).",
+            _positiveInt,
+        ],
+        [
+            "ws-ping",
+            None,
+            websocket.DEFAULT_PING_INTERVAL,
+            "Ping a WebSocket client quiet for this many seconds, and close it"
+            " if it is still quiet as long again (e.g. --ws-ping=20).",
+            _seconds,
+        ],
+        [
             "max-connections",
             None,
             limits.DEFAULT_MAX_CONNECTIONS,
             "Most connections at once, per service; past it echo closes, chat"
-            " says '! server full' and HTTP answers 503"
+            " says '! server full' and HTTP and web answer 503"
             " (e.g. --max-connections=500).  Lowered at startup, with a"
             " warning, to what the open-file limit can hold.",
             _positiveInt,
@@ -139,7 +162,8 @@ class Options(usage.Options):
             "idle-timeout",
             None,
             None,
-            "Close echo and chat clients silent for this many seconds; off by"
+            "Close echo, chat and WebSocket clients silent for this many"
+            " seconds; off by"
             " default (e.g. --idle-timeout=300). HTTP always closes idle"
             f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s.",
             _seconds,
@@ -172,6 +196,7 @@ class Options(usage.Options):
         super().__init__()
         for name in (*SERVICES, "metrics"):
             self[name] = []
+        self["web-origin"] = []
 
     def opt_echo(self, endpoint: str) -> None:
         """
@@ -190,6 +215,23 @@ class Options(usage.Options):
         Serve the chat room on ENDPOINT (default tcp:1025; e.g. --chat=none).
         """
         self["chat"].append(endpoint)
+
+    def opt_web(self, endpoint: str) -> None:
+        """
+        Serve the chat page, and the chat room and echo over WebSocket (/chat,
+        /echo), on ENDPOINT (default tcp:8081; e.g. --web=tcp:80).
+        """
+        self["web"].append(endpoint)
+
+    def opt_web_origin(self, origin: str) -> None:
+        """
+        Let pages from ORIGIN, as well as the page's own, open /chat and /echo
+        (e.g. --web-origin=https://chat.example.com); others get 403.
+        """
+        try:
+            self["web-origin"].append(web.normalizeOrigin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--web-origin={origin}: {e}") from e
 
     def opt_metrics(self, endpoint: str) -> None:
         """
@@ -315,7 +357,22 @@ def makeService(
         idleTimeout=options["idle-timeout"],
     )
 
-    factories: dict[str, Any] = {"echo": echoFactory, "http": site, "chat": chatFactory}
+    webSite = web.WebSite(
+        chatFactory,
+        reactor,
+        maxConnections=maxConnections,
+        maxMessage=options["ws-max-message"],
+        pingInterval=options["ws-ping"],
+        origins=frozenset(options["web-origin"]),
+        idleTimeout=options["idle-timeout"],
+    )
+
+    factories: dict[str, Any] = {
+        "echo": echoFactory,
+        "http": site,
+        "chat": chatFactory,
+        "web": webSite,
+    }
     for name in SERVICES:
         if options[name]:
             server.factories[name] = factories[name]
@@ -330,6 +387,7 @@ def makeService(
             echoFactory if options["echo"] else None,
             site if options["http"] else None,
             chatFactory if options["chat"] else None,
+            webSite if options["web"] else None,
         )
         factories["metrics"] = admin
         for description in options["metrics"]:

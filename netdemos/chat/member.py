@@ -33,7 +33,6 @@ from zope.interface import implementer
 from netdemos.chat.lines import clean
 from netdemos.chat.rate import TokenBucket
 from netdemos.chat.room import ChatRoom, IMember
-from netdemos.limits import Connections
 
 DEFAULT_MAX_LINE = 4096
 DEFAULT_BACKLOG = 1024 * 1024
@@ -126,9 +125,8 @@ class RoomMember(TimeoutMixin):
     name = ""
     transport: Any
 
-    def __init__(self, settings: MemberSettings, connections: Connections) -> None:
+    def __init__(self, settings: MemberSettings) -> None:
         self._settings = settings
-        self._connections = connections
         self.room = settings.room
         # Set once we have decided to close: from then on nothing is read,
         # relayed or sent.
@@ -166,10 +164,9 @@ class RoomMember(TimeoutMixin):
 
     def joinRoom(self) -> None:
         """
-        The connection is up: count it, register as the producer of its
-        transport, and enter the room named by the peer's address.
+        The connection is up: register as the producer of its transport, and
+        enter the room named by the peer's address.
         """
-        self._connections.add(self)
         self.setTimeout(self._settings.idleTimeout)
         self._fixSendBuffer()
         self.name = self.room.uniqueName(nameForAddress(self.transport.getPeer()))
@@ -209,10 +206,9 @@ class RoomMember(TimeoutMixin):
 
     def left(self) -> None:
         """
-        The connection is gone: leave the room and forget the connection.
+        The connection is gone: leave the room.
         """
         self.setTimeout(None)
-        self._connections.remove(self)
         self.room.leave(self)
         self.closing = True
         self._notBehind()

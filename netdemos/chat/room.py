@@ -159,6 +159,7 @@ class ChatRoom:
         self.messagesRelayed = 0
         self.clientsDropped: Counter[str] = Counter()
         self._anonymous = 0
+        self._closed = False
 
     def uniqueName(self, preferred: str | None) -> str:
         """
@@ -256,8 +257,12 @@ class ChatRoom:
     def close(self) -> None:
         """
         Tell everyone the server is going away, and have each member close
-        once that line is sent.
+        once that line is sent.  Once is enough: each service its members
+        come through (TCP, WebSocket) asks, as the server stops.
         """
+        if self._closed:
+            return
+        self._closed = True
         self._queue(b"* server shutting down\r\n")
         self.flush()
         # Empty the room first: otherwise each departure would be announced to

@@ -62,12 +62,14 @@ class ChatClient(RoomMember, Protocol):
     """
 
     def __init__(self, factory: ChatFactory) -> None:
-        RoomMember.__init__(self, factory, factory.connections)
+        RoomMember.__init__(self, factory)
+        self._factory = factory
         self._lines = LineBuffer(factory.maxLine)
 
     # Protocol
 
     def connectionMade(self) -> None:
+        self._factory.connections.add(self)
         self.joinRoom()
 
     def dataReceived(self, data: bytes) -> None:
@@ -84,6 +86,7 @@ class ChatClient(RoomMember, Protocol):
         pass
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._factory.connections.remove(self)
         self.left()
 
     # The wire
