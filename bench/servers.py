@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SERVICES = ("echo", "http", "chat")
+SERVICES = ("echo", "http", "chat", "web")
 BASELINE_SCRIPTS = {
     "echo": "echo_server.py",
     "http": "web_counter.py",
@@ -204,7 +204,7 @@ def startNetdemos(
     options: Callable[[], list[str]] = list,
 ) -> Server:
     """
-    Run C{twistd -n netdemos} with all three services on free ports.
+    Run C{twistd -n netdemos} with all four services on free ports.
 
     Logging stays on, as a user runs it: C{-n} sends twistd's log to stdout,
     which goes to a file.  C{extra} is appended to every endpoint string

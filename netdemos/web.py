@@ -31,7 +31,6 @@ from twisted.web.http import Request as HTTPRequest
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
-from twisted.web.static import Data
 from twisted.web.websocket import WebSocketResource
 from wsproto.utilities import LocalProtocolError
 
@@ -220,6 +219,23 @@ class EchoSocketFactory:
         return EchoSocket(self, request)
 
 
+class StaticFile(Resource):
+    """
+    One file of the page, held in memory.
+    """
+
+    isLeaf = True
+
+    def __init__(self, data: bytes, contentType: str) -> None:
+        super().__init__()
+        self._data = data
+        self._contentType = contentType.encode("ascii")
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", self._contentType)
+        return self._data
+
+
 def renderPage(maxLine: int) -> Resource:
     """
     The page and its files, under one resource; the page is told the longest
@@ -231,7 +247,7 @@ def renderPage(maxLine: int) -> Resource:
         data = (static / name).read_bytes()
         if name == "index.html":
             data = data.replace(b"{{maxLine}}", b"%d" % (maxLine,))
-        root.putChild(path, Data(data, contentType))
+        root.putChild(path, StaticFile(data, contentType))
     return root
 
 

@@ -164,6 +164,9 @@ class WebSocketConnection:
         if self._closeSent:
             return
         self._closeSent = True
+        self._closeTimeout = self._clock.callLater(
+            CLOSE_GRACE_SECONDS, self.transport.abortConnection
+        )
         # A transport with a producer does not close until it unregisters.
         self.transport.unregisterProducer()
         try:
@@ -171,9 +174,6 @@ class WebSocketConnection:
         except LocalProtocolError:
             # The peer closed first, and Twisted has answered it.
             self.transport.loseConnection()
-        self._closeTimeout = self._clock.callLater(
-            CLOSE_GRACE_SECONDS, self.transport.abortConnection
-        )
 
     def loseConnection(self) -> None:
         """

@@ -144,6 +144,10 @@ class Netdemos:
         return self.ports["chat"][0]
 
     @property
+    def webPort(self) -> int:
+        return self.ports["web"][0]
+
+    @property
     def pid(self) -> int:
         return self.process.pid
 
@@ -245,7 +249,12 @@ class Netdemos:
                 self.process.wait(timeout=5)
 
 
-PROBES: dict[str, Probe] = {"echo": closeProbe, "http": closeProbe, "chat": chatProbe}
+PROBES: dict[str, Probe] = {
+    "echo": closeProbe,
+    "http": closeProbe,
+    "chat": chatProbe,
+    "web": closeProbe,
+}
 
 
 @contextmanager
@@ -315,13 +324,18 @@ class Launcher:
         self._stack = stack
 
     def start(
-        self, echo: int = 0, http: int = 0, chat: int = 0, extra: Sequence[str] = ()
+        self,
+        echo: int = 0,
+        http: int = 0,
+        chat: int = 0,
+        web: int = 0,
+        extra: Sequence[str] = (),
     ) -> Netdemos:
         """
-        Start a server with C{echo}, C{http} and C{chat} endpoints on that many
-        free loopback ports each; a service with none is switched off.
+        Start a server with C{echo}, C{http}, C{chat} and C{web} endpoints on
+        that many free loopback ports each; a service with none is switched off.
         """
-        counts = {"echo": echo, "http": http, "chat": chat}
+        counts = {"echo": echo, "http": http, "chat": chat, "web": web}
 
         def startOnFreePorts() -> Netdemos:
             free = iter(freePorts(sum(counts.values())))

@@ -45,6 +45,9 @@ from e2e_support import (
 from prometheus_client.parser import text_string_to_metric_families
 
 SERVICES = ("echo", "http", "chat")
+# Every service the launcher names, on a port or "none": the web service is
+# off unless a test asks for it.
+ALL_SERVICES = (*SERVICES, "web")
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ class OperatorLauncher:
                 for name, port in zip(names, freePorts(len(names)), strict=True)
             }
             args = []
-            for name in SERVICES:
+            for name in ALL_SERVICES:
                 if name not in ports:
                     args.append(f"--{name}=none")
                 elif tls is not None:

@@ -509,7 +509,7 @@ def test_badEndpointExitsWithOneLineMessage(tmp_path: Path) -> None:
     result = runTwistd(
         tmp_path,
         ["-n", "--pidfile=", "netdemos", "--echo=tcp:notaport"]
-        + ["--http=none", "--chat=none"],
+        + ["--http=none", "--chat=none", "--web=none"],
     )
     assert result.returncode != 0, result.stdout
     assert any("--echo=tcp:notaport" in line for line in result.stdout.splitlines())
@@ -538,7 +538,7 @@ def test_busyPortExitsWithMessageNamingIt(tmp_path: Path) -> None:
         result = runTwistd(
             tmp_path,
             ["-n", "--pidfile=", "netdemos", f"--echo={loopbackEndpoint(port)}"]
-            + ["--http=none", "--chat=none"],
+            + ["--http=none", "--chat=none", "--web=none"],
         )
     assert result.returncode != 0, result.stdout
     assert f"cannot listen for echo {loopbackEndpoint(port)}" in result.stdout, (
@@ -562,7 +562,7 @@ def test_endpointThatCannotListenExitsWithOneLineMessage(
     result = runTwistd(
         tmp_path,
         ["-n", "--pidfile=", "netdemos", f"--echo={endpoint}"]
-        + ["--http=none", "--chat=none"],
+        + ["--http=none", "--chat=none", "--web=none"],
     )
     assert result.returncode == 1, result.stdout
     assert f"netdemos: cannot listen for echo {endpoint}: " in result.stdout, (
@@ -586,7 +586,7 @@ def test_busyPortInDaemonModeEndsTheParentToo(tmp_path: Path) -> None:
             tmp_path,
             [f"--pidfile={pidfile}", f"--logfile={tmp_path / 'twistd.log'}"]
             + ["netdemos", f"--echo={loopbackEndpoint(port)}"]
-            + ["--http=none", "--chat=none"],
+            + ["--http=none", "--chat=none", "--web=none"],
         )
     assert result.returncode == 1, result.stdout
     # twistd cuts the daemon's report to 100 bytes; the log has all of it.

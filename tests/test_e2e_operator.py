@@ -298,7 +298,7 @@ def test_tlsKeyFileMissingExitsWithOneLineMessage(
     result = runTwistd(
         tmp_path,
         ["-n", "--pidfile=", "netdemos", f"--echo={endpoint}"]
-        + ["--http=none", "--chat=none"],
+        + ["--http=none", "--chat=none", "--web=none"],
     )
     assert result.returncode != 0, result.stdout
     named = [
@@ -555,7 +555,8 @@ def test_counterFileWithoutACountStopsStartup(tmp_path: Path) -> None:
     result = runTwistd(
         tmp_path,
         ["-n", "--pidfile=", "netdemos", f"--counter-file={countFile}"]
-        + ["--echo=none", f"--http=tcp:0:interface={LOOPBACK}", "--chat=none"],
+        + ["--echo=none", f"--http=tcp:0:interface={LOOPBACK}", "--chat=none"]
+        + ["--web=none"],
     )
     assert result.returncode != 0, result.stdout
     assert any(

@@ -9,6 +9,7 @@ from http_support import PEER, get
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from web_support import WebSocketClient, webSite
 
 from netdemos.counter import CounterSite
 from netdemos.echo import EchoFactory
@@ -22,7 +23,10 @@ class MetricsTests(SynchronousTestCase):
         self.echo = EchoFactory(Clock())
         self.http = CounterSite(reactor=Clock())
         self.room = Room(backlog=10)
-        self.admin = makeAdminSite(self.server, self.echo, self.http, self.room.factory)
+        self.web = webSite(self.room)
+        self.admin = makeAdminSite(
+            self.server, self.echo, self.http, self.room.factory, self.web
+        )
 
     def scrape(self) -> dict[str, float]:
         response = get(self.admin, b"/metrics")
@@ -69,6 +73,20 @@ class MetricsTests(SynchronousTestCase):
             0,
         )
         self.assertIn("process_cpu_seconds_total", metrics)
+
+    def test_webSocketsAreCountedUnderWeb(self) -> None:
+        """
+        A WebSocket is counted under C{service="web"} while it is open, once,
+        and no longer once it has closed.
+        """
+        browser = WebSocketClient(self.web, self.room)
+        metrics = self.scrape()
+        self.assertEqual(metrics['netdemos_connections_total{service="web"}'], 1)
+        self.assertEqual(metrics['netdemos_connections_active{service="web"}'], 1)
+        browser.sendText("/quit")
+        browser.receive()
+        metrics = self.scrape()
+        self.assertEqual(metrics['netdemos_connections_active{service="web"}'], 0)
 
     def test_scrapingDoesNotMoveTheCounter(self) -> None:
         self.scrape()

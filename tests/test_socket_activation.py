@@ -144,8 +144,9 @@ class SocketActivationTests(SynchronousTestCase):
 
     def assertServes(self, host: str, ports: dict[str, int]) -> None:
         """
-        Echo echoes, HTTP answers and chat welcomes each client by the address
-        it connects from, which is only right if C{domain=} matched the socket.
+        Echo echoes, HTTP answers, chat welcomes each client by the address
+        it connects from (which is only right if C{domain=} matched the
+        socket), and the web service serves its page.
         """
         echo = self.connect(host, ports["echo"])
         echo.sendall(b"hello, inherited socket\r\n")
@@ -163,12 +164,17 @@ class SocketActivationTests(SynchronousTestCase):
         chat.sendall(b"hi all\r\n")
         receiveUntil(chat, lambda data: b"<" + me + b"> hi all\r\n" in data, "my line")
 
+        web = self.connect(host, ports["web"])
+        web.sendall(b"GET / HTTP/1.0\r\nHost: netdemos\r\n\r\n")
+        response = receiveUntil(web, lambda data: b"\r\n\r\n" in data, "headers")
+        self.assertTrue(response.startswith(b"HTTP/1.0 200 "), response)
+
     def test_adoptsNamedIPv4Sockets(self) -> None:
         """
         Given sockets by name, each service adopts its own: what systemd does
         with C{FileDescriptorName=}, whatever order the descriptors come in.
         """
-        names = ["chat", "echo", "http"]  # not the order of the options
+        names = ["chat", "web", "echo", "http"]  # not the order of the options
         process, ports = self.activated(
             "127.0.0.1",
             names,

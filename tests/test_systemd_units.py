@@ -28,6 +28,7 @@ SOCKETS = {
     "echo": "netdemos-echo.socket",
     "http": "netdemos-http.socket",
     "chat": "netdemos-chat.socket",
+    "web": "netdemos-web.socket",
 }
 INSTALLED_TWISTD = "/opt/netdemos/bin/twistd"
 

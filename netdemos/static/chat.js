@@ -1,7 +1,7 @@
 // The chat page: the room's lines as they arrive, one box to speak in, and a
 // WebSocket to /chat that comes back by itself when the server goes away.
 //
-// Every line is put on the page as text (textContent, never innerHTML), so
+// Every line is put on the page as text (textContent, never as markup), so
 // "<img src=x onerror=alert(1)>" shows as those characters and runs nothing.
 "use strict";
 
