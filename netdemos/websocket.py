@@ -83,12 +83,18 @@ class WebSocketConnection:
         self._checkCall: IDelayedCall | None = None
         self._closeTimeout: IDelayedCall | None = None
         self._closeSent = False
+        self._transportClosing = False
 
     # WebSocketProtocol
 
     def negotiationStarted(self, websocket: WebSocketTransport) -> None:
         self.websocket = websocket
         capMessages(websocket, self.maxMessage, self.messageTooBig)
+        # Twisted closes the transport itself on the peer's close frame, but
+        # leaves our producer registered, and a transport with a producer does
+        # not close (over TLS never; over TCP not while it is paused).  So it
+        # closes through us.
+        websocket.transport = _TransportFor(self)  # type: ignore[attr-defined]
 
     def negotiationFinished(self) -> None:
         """
@@ -164,16 +170,27 @@ class WebSocketConnection:
         if self._closeSent:
             return
         self._closeSent = True
+        try:
+            # The frame, then closeTransport.
+            self.websocket.loseConnection(code)
+        except LocalProtocolError:
+            # The peer closed first, and Twisted has answered it.
+            self.closeTransport()
+
+    def closeTransport(self) -> None:
+        """
+        Close the transport once what was written to it is sent, whoever
+        asks: we after our close frame, or Twisted after answering the peer's.
+        """
+        if self._transportClosing:
+            return
+        self._closeSent = self._transportClosing = True
         self._closeTimeout = self._clock.callLater(
             CLOSE_GRACE_SECONDS, self.transport.abortConnection
         )
         # A transport with a producer does not close until it unregisters.
         self.transport.unregisterProducer()
-        try:
-            self.websocket.loseConnection(code)
-        except LocalProtocolError:
-            # The peer closed first, and Twisted has answered it.
-            self.transport.loseConnection()
+        self.transport.loseConnection()
 
     def loseConnection(self) -> None:
         """
@@ -243,3 +260,19 @@ def capMessages(
                 f"cannot cap WebSocket messages: Twisted's protocol has no {name}"
             )
         setattr(websocket, name, CappedBuffer(cap, tooBig, text))
+
+
+class _TransportFor:
+    """
+    The transport Twisted's WebSocket protocol writes to: the connection's
+    own, except that closing it is the L{WebSocketConnection}'s to do.
+    """
+
+    def __init__(self, connection: WebSocketConnection) -> None:
+        self._connection = connection
+
+    def write(self, data: bytes) -> None:
+        self._connection.transport.write(data)
+
+    def loseConnection(self) -> None:
+        self._connection.closeTransport()

@@ -12,7 +12,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from web_support import HOST, WebSocketClient, webSite
-from wsproto.events import Pong
+from wsproto.events import CloseConnection, Pong
 from zope.interface.verify import verifyObject
 
 from netdemos.chat import member
@@ -400,6 +400,19 @@ class EchoSocketTests(SynchronousTestCase):
         self.client.sendBytes(b"x" * 1001)
         self.room.clock.advance(CLOSE_GRACE_SECONDS)
         self.assertTrue(self.client.aborted)
+
+    def test_peersCloseUnregistersTheProducer(self) -> None:
+        """
+        When the peer closes, Twisted answers and closes the transport; the
+        producer is unregistered first, because a TLS transport with a
+        producer never closes (and a TCP one not while it is paused).
+        """
+        self.client.sendFrame(CloseConnection(1000))
+        self.client.receive()
+        self.assertEqual(self.client.closeCode, 1000)
+        self.assertIsNone(self.client.transport.producer)
+        self.assertFalse(self.client.connected)
+        self.assertEqual(len(self.site.connections), 0)
 
     def test_stopClosesWithGoingAway(self) -> None:
         closed = self.site.close()
