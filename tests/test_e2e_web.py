@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import shutil
 import signal
 import socket
 import time
@@ -30,6 +31,7 @@ from e2e_support import (
     START_TIMEOUT,
     Launcher,
     Netdemos,
+    netdemosRunning,
 )
 from operator_support import (
     OperatorLauncher,
@@ -39,6 +41,7 @@ from operator_support import (
     sample,
     scrapeMetrics,
 )
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from websockets.asyncio.client import ClientConnection, connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -323,7 +326,9 @@ def test_slowWebSocketReaderIsDroppedAsATCPOneIs(launcher: Launcher) -> None:
     C{--chat-backlog}, and the others are told; TCP users in the same room
     see it go, and keep receiving.
     """
-    server = launcher.start(chat=1, web=1, extra=["--chat-backlog=65536"])
+    server = launcher.start(
+        chat=1, web=1, extra=["--chat-backlog=65536", "--chat-rate=0"]
+    )
     talker = launcher.chatUser(server.chatPort)
     stalled = RawWebSocket(server.webPort, "/chat", receiveBuffer=4096)
     name = f"{LOOPBACK}:{stalled.connection.getsockname()[1]}"
@@ -384,7 +389,7 @@ def test_gracefulStopTellsBrowsers(launcher: Launcher) -> None:
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             await receiveUntil(client, "* server shutting down")
-            assert await closeCode(client) == 1000
+            assert await closeCode(client) == 1001
             await asyncio.to_thread(server.process.wait, EXIT_TIMEOUT)
             assert time.monotonic() - started < 10
 
@@ -458,3 +463,231 @@ def test_secureWebSocketOverTLS(tmp_path: Path, stack: ExitStack) -> None:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
             assert tls.recv(100).startswith(b"HTTP/1.0 200 ")
+
+
+# The page, in Chromium
+
+# We run as root, and without the background-networking switches Chromium's
+# own connections (component updates and the like) are refused here.
+CHROMIUM_SWITCHES = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Set to a path, the chat test saves a screenshot of its first page there:
+# how the README's docs/chat-page.png is made.
+SCREENSHOT = "NETDEMOS_SCREENSHOT"
+
+
+def chromiumPath() -> str:
+    """
+    Debian's Chromium (C{apt-get install chromium}; C{.ci/run} installs it).
+
+    Without it the browser tests skip, saying why, except in CI, where they
+    fail: a CI that skipped them would look green having tested no page.
+    """
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(path, os.X_OK):
+        reason = "the browser tests need Chromium: apt-get install chromium"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    path = chromiumPath()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=path, args=CHROMIUM_SWITCHES
+        )
+        yield browser
+        browser.close()
+
+
+def openPage(browser: Browser, url: str, **options: object) -> tuple[Page, str]:
+    """
+    Open the chat page at C{url}; wait until it is in the room, and return
+    it with the name the room gave it.
+    """
+    page = browser.new_page(**options)  # type: ignore[arg-type]
+    page.goto(url)
+    expect(page.locator("#status")).to_have_text("connected")
+    welcome = page.locator("#lines li").first
+    expect(welcome).to_contain_text("* welcome, you are ")
+    name = welcome.inner_text().split("you are ", 1)[1].split(" ", 1)[0]
+    return page, name
+
+
+def say(page: Page, text: str) -> None:
+    """
+    Type C{text} in the page's box and press Enter, as a user does.
+    """
+    page.locator("#text").fill(text)
+    page.keyboard.press("Enter")
+
+
+def expectLine(page: Page, line: str) -> None:
+    """
+    Wait until C{line} is on the page, as one item, exactly.
+    """
+    expect(page.locator("#lines").get_by_text(line, exact=True)).to_have_count(1)
+
+
+def test_pagesAndATCPClientChatInEveryDirection(
+    launcher: Launcher, browser: Browser
+) -> None:
+    """
+    Two pages and a TCP client are in one room: each one's lines reach the
+    other two, and C{/nick} from a page renames it for everyone.
+    """
+    server = launcher.start(chat=1, web=1)
+    url = f"http://{LOOPBACK}:{server.webPort}/"
+    first, firstName = openPage(browser, url)
+    second, secondName = openPage(browser, url)
+    tcp = launcher.chatUser(server.chatPort)
+
+    say(first, "hello from the first page")
+    expectLine(second, f"<{firstName}> hello from the first page")
+    tcp.inbox.waitForLine(f"<{firstName}> hello from the first page")
+    say(second, "hello from the second page")
+    expectLine(first, f"<{secondName}> hello from the second page")
+    tcp.inbox.waitForLine(f"<{secondName}> hello from the second page")
+    tcp.send(b"hello from nc\n")
+    for page in (first, second):
+        expectLine(page, f"<{tcp.name}> hello from nc")
+
+    say(first, "/nick alice")
+    expectLine(first, "* you are now alice")
+    expectLine(second, f"* {firstName} is now alice")
+    tcp.inbox.waitForLine(f"* {firstName} is now alice")
+    say(first, "I am alice now")
+    expectLine(second, "<alice> I am alice now")
+    tcp.inbox.waitForLine("<alice> I am alice now")
+    expect(first.locator("#text")).to_have_value("")
+
+    if os.environ.get(SCREENSHOT):
+        tcp.send(b"/nick bob\n")
+        say(second, "/nick carol")
+        tcp.send(b"hi alice, hi carol: this room is also on port 1025 (nc)\n")
+        say(second, "<b>not bold</b>: every line is shown as text")
+        expectLine(first, "<carol> <b>not bold</b>: every line is shown as text")
+        first.set_viewport_size({"width": 720, "height": 420})
+        first.screenshot(path=os.environ[SCREENSHOT])
+    server.assertNoErrorsLogged()
+
+
+def test_markupInALineIsShownAsTextAndRunsNothing(
+    launcher: Launcher, browser: Browser
+) -> None:
+    """
+    A line holding HTML and script, from a page or from C{nc}, shows in the
+    other page as exactly that text, and nothing in it runs.
+    """
+    server = launcher.start(chat=1, web=1)
+    url = f"http://{LOOPBACK}:{server.webPort}/"
+    attacker, attackerName = openPage(browser, url)
+    victim, _ = openPage(browser, url)
+    dialogs: list[str] = []
+    victim.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    tcp = launcher.chatUser(server.chatPort)
+
+    image = "<img src=x onerror=alert(1)>"
+    script = "<script>window.pwned = true</script>"
+    say(attacker, image)
+    tcp.send(script.encode() + b"\n")
+    expectLine(victim, f"<{attackerName}> {image}")
+    expectLine(victim, f"<{tcp.name}> {script}")
+    assert victim.locator("#lines img, #lines script").count() == 0
+    assert victim.evaluate("window.pwned") is None
+    assert dialogs == []
+
+
+def test_pageReconnectsAfterTheServerRestarts(
+    launcher: Launcher, browser: Browser, tmp_path: Path, stack: ExitStack
+) -> None:
+    """
+    When the server stops, the page says so and that it is reconnecting;
+    once a server is back on the port it is in the room again, by itself,
+    under the nick it had.
+    """
+    server = launcher.start(web=1)
+    page, _ = openPage(browser, f"http://{LOOPBACK}:{server.webPort}/")
+    say(page, "/nick bob")
+    expectLine(page, "* you are now bob")
+
+    server.stop()
+    expectLine(page, "* server shutting down")
+    expect(page.locator("#status")).to_contain_text("reconnecting in")
+    expect(page.locator("#lines li.local").last).to_contain_text(
+        "disconnected (the server is going away); reconnecting in 1 s"
+    )
+    stack.enter_context(netdemosRunning(tmp_path, server.ports))
+    expect(page.locator("#status")).to_have_text("connected", timeout=30_000)
+    expect(page.locator("#lines li").last).to_have_text("* you are now bob")
+
+
+def test_pageFitsAPhoneWorksByKeyboardAndHasADarkMode(
+    launcher: Launcher, browser: Browser
+) -> None:
+    """
+    On a phone-sized screen the page does not scroll sideways; the box has
+    the focus on arrival, so Enter alone sends; and in dark mode the page is
+    dark with light text, as in light mode it is the other way round.
+    """
+    server = launcher.start(web=1)
+    url = f"http://{LOOPBACK}:{server.webPort}/"
+    colours = {}
+    for scheme in ("light", "dark"):
+        page, name = openPage(
+            browser,
+            url,
+            viewport={"width": 360, "height": 640},
+            color_scheme=scheme,
+            is_mobile=True,
+            has_touch=True,
+        )
+        assert page.evaluate("document.activeElement.id") == "text"
+        page.keyboard.type("typed, and sent with Enter")
+        page.keyboard.press("Enter")
+        expectLine(page, f"<{name}> typed, and sent with Enter")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        send = page.get_by_role("button", name="Send").bounding_box()
+        assert send is not None and send["x"] + send["width"] <= 360
+        colours[scheme] = page.evaluate(
+            "[getComputedStyle(document.body).backgroundColor,"
+            " getComputedStyle(document.body).color]"
+        )
+    assert luminance(colours["light"][0]) > luminance(colours["light"][1])
+    assert luminance(colours["dark"][0]) < luminance(colours["dark"][1])
+
+
+def luminance(colour: str) -> float:
+    """
+    The relative luminance of a CSS C{rgb(R, G, B)} colour, 0 to 1.
+    """
+    red, green, blue = (
+        int(part) / 255 for part in colour[colour.index("(") + 1 : -1].split(",")
+    )
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def test_pageOverTLSUsesSecureWebSocket(
+    tmp_path: Path, stack: ExitStack, browser: Browser
+) -> None:
+    """
+    Served on an C{ssl:} endpoint, the page connects with C{wss:}: a page
+    over HTTPS may not open a plain C{ws:} connection.
+    """
+    certificate = makeCertificate(tmp_path / "tls")
+    server = OperatorLauncher(tmp_path, stack).start(services=("web",), tls=certificate)
+    page, _ = openPage(
+        browser, f"https://localhost:{server.webPort}/", ignore_https_errors=True
+    )
+    assert page.evaluate("location.protocol") == "https:"

@@ -317,7 +317,7 @@ class ChatSocketTests(SynchronousTestCase):
         browser = self.connect()
         closed = self.site.close()
         self.assertEqual(browser.takeTexts(), ["* server shutting down"])
-        self.assertEqual(browser.closeCode, 1000)
+        self.assertEqual(browser.closeCode, 1001)
         self.assertIsNone(self.successResultOf(closed))
 
 

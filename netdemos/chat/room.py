@@ -142,6 +142,7 @@ class ChatRoom:
     it to the members they build.
 
     @ivar unsent: bytes the members that are behind have waiting, in all.
+    @ivar closed: the server is going away, and has closed the room.
     @ivar behind: the members whose transports have asked them to pause.
     """
 
@@ -159,7 +160,7 @@ class ChatRoom:
         self.messagesRelayed = 0
         self.clientsDropped: Counter[str] = Counter()
         self._anonymous = 0
-        self._closed = False
+        self.closed = False
 
     def uniqueName(self, preferred: str | None) -> str:
         """
@@ -260,9 +261,9 @@ class ChatRoom:
         once that line is sent.  Once is enough: each service its members
         come through (TCP, WebSocket) asks, as the server stops.
         """
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self._queue(b"* server shutting down\r\n")
         self.flush()
         # Empty the room first: otherwise each departure would be announced to

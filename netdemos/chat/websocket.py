@@ -18,6 +18,7 @@ from wsproto.utilities import LocalProtocolError
 from netdemos.chat.member import MemberSettings, RoomMember
 from netdemos.limits import Connections
 from netdemos.websocket import (
+    GOING_AWAY,
     NORMAL_CLOSURE,
     UNSUPPORTED_DATA,
     WebSocketConnection,
@@ -88,7 +89,7 @@ class ChatSocket(WebSocketConnection, RoomMember):
             pass
 
     def loseConnection(self) -> None:
-        self.closeWith(NORMAL_CLOSURE)
+        self.closeWith(GOING_AWAY if self.room.closed else NORMAL_CLOSURE)
 
 
 class ChatSocketFactory:

@@ -74,6 +74,9 @@
     if (code === 1001) {
       return "the server is going away";
     }
+    if (code === 1000) {
+      return "the server closed the connection";
+    }
     return "the connection was lost";
   }
 
