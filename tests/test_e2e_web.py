@@ -457,6 +457,11 @@ def test_secureWebSocketOverTLS(tmp_path: Path, stack: ExitStack) -> None:
         async with connectTo(server, "/echo", "wss", ssl=context) as client:
             await client.send("over TLS")
             assert await client.recv() == "over TLS"
+            # A TLS transport with a producer registered never closed: the
+            # client waited out its own timeout, then dropped the connection.
+            started = time.monotonic()
+            await client.close()
+            assert time.monotonic() - started < 5
 
     asyncio.run(secure())
     with socket.create_connection((LOOPBACK, server.webPort)) as raw:
