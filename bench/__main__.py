@@ -27,18 +27,30 @@ from pathlib import Path
 from bench import loads, servers
 from bench.servers import Server
 
-LOAD_NAMES = ("echo", "bulk", "http", "chat", "idle", "startup", "burst")
+LOAD_NAMES = (
+    "echo",
+    "bulk",
+    "http",
+    "chat",
+    "idle",
+    "startup",
+    "burst",
+    "wschat",
+    "wsecho",
+)
 
 
 @dataclass(frozen=True)
 class Target:
     """
-    A server to measure; C{role} is "subject", "baseline" or "peer".
+    A server to measure; C{role} is "subject", "baseline" or "peer".  It is
+    measured by its load's C{measure}, unless it has its own.
     """
 
     label: str
     role: str
     start: Callable[[], Server]
+    measure: Callable[[Server, float], dict[str, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,18 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
     ) -> Callable[[Server, float], dict[str, float]]:
         return lambda server, startup: run(server, settings.seconds)
 
+    def overTCP(
+        label: str, run: Callable[..., dict[str, float]], options: list[str]
+    ) -> Target:
+        # The same netdemos, measured over TCP: what the WebSocket loads
+        # are compared with.
+        start = partial(
+            servers.startNetdemos, "", label, settings.source, lambda: options
+        )
+        return Target(label, "baseline", start, timed(run))
+
+    # Throughput, not flood control, is measured: both wires lift the limit.
+    unlimited = ["--chat-rate=0"]
     rounds = settings.rounds
     return {
         "echo": Load(
@@ -145,6 +169,43 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
             [netdemos(), naive("chat"), peer("chat")],
             timed(loads.chatFanOut),
             rateMetrics("lines delivered/s", "ratio >= 3.0", 3.0),
+            rounds,
+        ),
+        "wschat": Load(
+            "WebSocket chat fan-out (200 clients, 4 senders x 16 in flight,"
+            " 62 B lines) against the TCP room",
+            [
+                Target(
+                    "netdemos",
+                    "subject",
+                    partial(
+                        servers.startNetdemos,
+                        "",
+                        "netdemos",
+                        settings.source,
+                        lambda: unlimited,
+                    ),
+                    timed(partial(loads.chatFanOut, webSocket=True)),
+                ),
+                overTCP("TCP room", loads.chatFanOut, unlimited),
+            ],
+            timed(loads.chatFanOut),
+            rateMetrics("lines delivered/s", "ratio >= 0.5", 0.5),
+            rounds,
+        ),
+        "wsecho": Load(
+            "WebSocket echo ping-pong (50 conns, 64 B, 1 in flight) against TCP echo",
+            [
+                Target(
+                    "netdemos",
+                    "subject",
+                    netdemos().start,
+                    timed(partial(loads.echoPingPong, webSocket=True)),
+                ),
+                overTCP("TCP echo", loads.echoPingPong, []),
+            ],
+            timed(loads.echoPingPong),
+            [Metric("rate", "rate", "messages/s")],
             rounds,
         ),
         "idle": Load(
@@ -226,7 +287,7 @@ def runLoad(load: Load) -> None:
             server = target.start()
             try:
                 startup = server.waitAccepting()
-                values = load.measure(server, startup)
+                values = (target.measure or load.measure)(server, startup)
             except (loads.LoadError, RuntimeError, OSError) as e:
                 values = {}
                 load.errors.append(f"{target.label}, round {round}: {e}")

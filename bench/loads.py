@@ -85,15 +85,47 @@ class LoadError(RuntimeError):
     """
 
 
-def connect(port: int, nodelay: bool = True) -> socket.socket:
+# A WebSocket handshake (RFC 6455's sample key: the server's answer is not
+# checked, only its status).
+WEBSOCKET_REQUEST = (
+    b"GET %s HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+TEXT, BINARY = 0x1, 0x2
+
+
+def connect(
+    port: int, nodelay: bool = True, webSocket: bytes | None = None
+) -> socket.socket:
     """
-    A connected, then non-blocking, client socket.
+    A connected, then non-blocking, client socket; a WebSocket to the path
+    C{webSocket}, if given.
     """
     s = socket.create_connection(("127.0.0.1", port))
     if nodelay:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if webSocket is not None:
+        s.sendall(WEBSOCKET_REQUEST % (webSocket,))
+        response = b""
+        while b"\r\n\r\n" not in response:
+            data = s.recv(4096)
+            if not data:
+                raise LoadError("the server closed a WebSocket handshake")
+            response += data
+        if not response.startswith(b"HTTP/1.1 101 "):
+            raise LoadError(f"WebSocket refused: {response[:40]!r}")
     s.setblocking(False)
     return s
+
+
+def clientFrame(opcode: int, payload: bytes) -> bytes:
+    """
+    One WebSocket frame as a client sends it: masked, as clients must, with
+    the all-zero mask, so the payload goes as it is and costs no work here.
+    """
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
 
 
 def startConnecting(port: int) -> socket.socket:
@@ -147,13 +179,18 @@ def drain(
 
 @contextmanager
 def connectPolled(
-    port: int, count: int, events: int, nodelay: bool = True
+    port: int,
+    count: int,
+    events: int,
+    nodelay: bool = True,
+    webSocket: bytes | None = None,
 ) -> Iterator[tuple[list[socket.socket], dict[int, socket.socket], select.epoll]]:
     """
-    Open C{count} connections to C{port}, each registered with one epoll;
-    close them all, and the epoll, on the way out.
+    Open C{count} connections to C{port} (WebSockets to the path C{webSocket},
+    if given), each registered with one epoll; close them all, and the epoll,
+    on the way out.
     """
-    sockets = [connect(port, nodelay=nodelay) for _ in range(count)]
+    sockets = [connect(port, nodelay, webSocket) for _ in range(count)]
     poller = select.epoll()
     try:
         for s in sockets:
@@ -164,14 +201,22 @@ def connectPolled(
         closeAll(sockets)
 
 
-def echoPingPong(server: Server, seconds: float, clients: int = 50) -> dict[str, float]:
+def echoPingPong(
+    server: Server, seconds: float, clients: int = 50, webSocket: bool = False
+) -> dict[str, float]:
     """
-    Messages per second, with one 64-byte message in flight per client.
+    Messages per second, with one 64-byte message in flight per client; over
+    WebSocket (C{/echo}, binary messages) if C{webSocket}.
     """
-    size = 64
-    message = b"p" * size
+    message = b"p" * 64
+    port, path = server.ports["echo"], None
+    if webSocket:
+        port, path = server.ports["web"], b"/echo"
+        message = clientFrame(BINARY, message)
+    # What comes back: the same bytes, or for WebSocket an unmasked frame.
+    size = len(message) - 4 if webSocket else len(message)
     window = Window(server, seconds)
-    with connectPolled(server.ports["echo"], clients, IN) as (sockets, byFd, poller):
+    with connectPolled(port, clients, IN, webSocket=path) as (sockets, byFd, poller):
         owed = dict.fromkeys(byFd, size)
         for s in sockets:
             s.send(message)
@@ -280,17 +325,24 @@ def chatFanOut(
     clients: int = 200,
     senders: int = 4,
     inFlight: int = 16,
+    webSocket: bool = False,
 ) -> dict[str, float]:
     """
-    Lines delivered per second, summed over all clients.
+    Lines delivered per second, summed over all clients; over WebSocket
+    (C{/chat}) if C{webSocket}.
 
     The first C{senders} clients each keep C{inFlight} lines in flight: a line
     is in flight until it comes back to its own sender, recognised by a token
     only that sender puts in its lines.  Every client, senders included, counts
-    the newlines it receives.  Fewer than about 16 in flight per sender leaves
-    the server idle between round trips, measuring latency, not throughput.
+    the newlines it receives (over WebSocket, the text frames: each line is one,
+    and its ASCII text never holds the byte 0x81 that starts one).  Fewer than
+    about 16 in flight per sender leaves the server idle between round trips,
+    measuring latency, not throughput.
     """
-    with connectPolled(server.ports["chat"], clients, IN) as (sockets, byFd, poller):
+    port, path, lineEnd = server.ports["chat"], None, b"\n"
+    if webSocket:
+        port, path, lineEnd = server.ports["web"], b"/chat", b"\x81"
+    with connectPolled(port, clients, IN, webSocket=path) as (sockets, byFd, poller):
         # Let join announcements (netdemos makes some) pass before counting.
         server.waitIdle(quiet=0.2, timeout=30)
         drain(byFd, poller, 0.2)
@@ -301,14 +353,15 @@ def chatFanOut(
         for i, s in enumerate(sockets[:senders]):
             fd = s.fileno()
             tokens[fd] = b"@S%d@" % (i,)
-            lines[fd] = (tokens[fd] + b"." * 64)[:62] + b"\r\n"
+            line = (tokens[fd] + b"." * 64)[:62]
+            lines[fd] = clientFrame(TEXT, line) if webSocket else line + b"\r\n"
             tails[fd] = b""
             s.send(lines[fd] * inFlight)
 
         window = Window(server, seconds)
         for fd, _ in window.events(poller, 0.5):
             data = recvOrFail(byFd[fd])
-            window.count += data.count(b"\n")
+            window.count += data.count(lineEnd)
             token = tokens.get(fd)
             if token is not None:
                 data = tails[fd] + data

@@ -11,7 +11,8 @@ peer and closes one that does not answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -197,6 +198,27 @@ class WebSocketConnection:
         Close because the server is going away (netdemos is stopping).
         """
         self.closeWith(GOING_AWAY)
+
+
+def textFrames(payloads: Iterable[bytes]) -> bytes:
+    """
+    Text messages as a server sends them: one unfragmented, unmasked frame
+    each (RFC 6455 section 5.2), for payloads that are valid UTF-8.
+
+    A server's frames are not masked, so the same message is the same bytes
+    for every client: what is sent to many can be framed once.
+    """
+    frames: list[bytes] = []
+    for payload in payloads:
+        size = len(payload)
+        if size < 126:
+            header = struct.pack("!BB", 0x81, size)
+        elif size < 65536:
+            header = struct.pack("!BBH", 0x81, 126, size)
+        else:
+            header = struct.pack("!BBQ", 0x81, 127, size)
+        frames += (header, payload)
+    return b"".join(frames)
 
 
 class CappedBuffer:

@@ -6,6 +6,8 @@ driven through Twisted's own WebSocket server over string transports.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from chat_support import Room, received
 from http_support import get
 from twisted.internet.testing import EventLoggingObserver
@@ -13,9 +15,12 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from web_support import HOST, WebSocketClient, webSite
 from wsproto.events import CloseConnection, Pong
+from wsproto.frame_protocol import FrameProtocol, Opcode
 from zope.interface.verify import verifyObject
 
+from netdemos import websocket
 from netdemos.chat import member
+from netdemos.chat import websocket as chatsocket
 from netdemos.chat.room import IMember
 from netdemos.chat.websocket import ChatSocket
 from netdemos.counter import CountedChannel
@@ -282,6 +287,29 @@ class ChatSocketTests(SynchronousTestCase):
         )
         self.assertEqual(self.room.room.clientsDropped["slow"], 1)
 
+    def test_aBatchIsFramedOnceForEveryMember(self) -> None:
+        """
+        What the room says in a turn is framed once, not once per member:
+        a server's frames are not masked, so they are the same bytes for all.
+        """
+        browsers = [self.connect(port) for port in (50001, 50002, 50003)]
+        for browser in browsers:
+            browser.takeTexts()
+        framed: list[bytes] = []
+
+        def textFrames(payloads: Iterable[bytes]) -> bytes:
+            payloads = list(payloads)
+            framed.extend(payloads)
+            return websocket.textFrames(payloads)
+
+        self.patch(chatsocket, "textFrames", textFrames)
+        browsers[0].sendText("one line for all")
+        for browser in browsers:
+            self.assertEqual(
+                browser.takeTexts(), [f"<{browsers[0].name}> one line for all"]
+            )
+        self.assertEqual(framed, [f"<{browsers[0].name}> one line for all".encode()])
+
     def test_idleMemberIsToldAndClosed(self) -> None:
         room = Room()
         room.factory.idleTimeout = 5
@@ -419,6 +447,23 @@ class EchoSocketTests(SynchronousTestCase):
         self.client.receive()
         self.assertEqual(self.client.closeCode, 1001)
         self.successResultOf(closed)
+
+
+class FrameTests(SynchronousTestCase):
+    def test_textFramesOfEverySize(self) -> None:
+        """
+        Frames of each length encoding (7 bits, 16 bits, 64 bits) are what
+        a client's WebSocket parser reads as those messages.
+        """
+        payloads = [b"", b"a" * 125, b"b" * 126, b"c" * 65535, b"d" * 65536]
+        parser = FrameProtocol(client=True, extensions=[])
+        parser.receive_bytes(websocket.textFrames(payloads))
+        frames = list(parser.received_frames())
+        self.assertEqual([frame.opcode for frame in frames], [Opcode.TEXT] * 5)
+        self.assertTrue(all(frame.message_finished for frame in frames))
+        self.assertEqual(
+            [frame.payload for frame in frames], [p.decode() for p in payloads]
+        )
 
 
 class CapTests(SynchronousTestCase):

@@ -6,6 +6,10 @@ One text message from the peer is one line, or several if it holds line feeds;
 each line the room sends arrives as one text message, without CR LF.  The
 commands, limits and protections are the TCP chat's: they are
 L{netdemos.chat.member.RoomMember}'s, and this class only encodes for the wire.
+
+The room formats each line once, and so is each frame made once: the room
+hands the same batch to every member, and L{RoomFrames} frames it once for
+all the WebSocket members it goes to.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.server import Request
-from wsproto.utilities import LocalProtocolError
 
 from netdemos.chat.member import MemberSettings, RoomMember
 from netdemos.limits import Connections
@@ -22,7 +25,34 @@ from netdemos.websocket import (
     NORMAL_CLOSURE,
     UNSUPPORTED_DATA,
     WebSocketConnection,
+    textFrames,
 )
+
+
+class RoomFrames:
+    """
+    The WebSocket frames of the room's latest batch, made once for every
+    member that batch goes to.
+
+    The room gives each member either the batch everyone gets, one object,
+    or one of its own (with a reply in it, say), which is framed for that
+    member alone.
+    """
+
+    def __init__(self) -> None:
+        self._batch: bytes | None = None
+        self._frames = b""
+
+    def framesFor(self, batch: bytes) -> bytes:
+        """
+        C{batch}, CR LF ended lines, as one text frame per line.
+        """
+        # Identity, not equality: the same object is handed to every member,
+        # and comparing bytes would cost as much as framing them.
+        if batch is not self._batch:
+            self._batch = batch
+            self._frames = textFrames(batch.split(b"\r\n")[:-1])
+        return self._frames
 
 
 class ChatSocket(WebSocketConnection, RoomMember):
@@ -42,11 +72,13 @@ class ChatSocket(WebSocketConnection, RoomMember):
         clock: IReactorTime,
         connections: Connections,
         pingInterval: float,
+        frames: RoomFrames,
     ) -> None:
         WebSocketConnection.__init__(
             self, request, clock, connections, settings.maxLine, pingInterval
         )
         RoomMember.__init__(self, settings)
+        self._frames = frames
 
     # WebSocketProtocol
 
@@ -80,13 +112,11 @@ class ChatSocket(WebSocketConnection, RoomMember):
     # The wire
 
     def send(self, data: bytes) -> None:
-        try:
-            for line in data.decode("utf-8").split("\r\n")[:-1]:
-                self.websocket.sendTextMessage(line)
-        except LocalProtocolError:
-            # The peer has closed the WebSocket (Twisted answers its close
-            # frame without telling us): connectionLost is on its way.
-            pass
+        # Written as they are, not through Twisted's sendTextMessage, which
+        # would frame every line again for every member.  That is safe while
+        # the WebSocket is open: no close frame sent or answered.
+        if not self._closeSent:
+            self.transport.write(self._frames.framesFor(data))
 
     def loseConnection(self) -> None:
         self.closeWith(GOING_AWAY if self.room.closed else NORMAL_CLOSURE)
@@ -107,6 +137,7 @@ class ChatSocketFactory:
         self.settings = settings
         self.connections = connections
         self.pingInterval = pingInterval
+        self.frames = RoomFrames()
 
     def buildProtocol(self, request: Request) -> ChatSocket:
         return ChatSocket(
@@ -115,4 +146,5 @@ class ChatSocketFactory:
             self.settings.clock,
             self.connections,
             self.pingInterval,
+            self.frames,
         )
