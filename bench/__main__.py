@@ -2,8 +2,9 @@
 Run the netdemos benchmarks and print a markdown report.
 
 C{python -m bench [--quick]
-[--only echo,bulk,http,chat,idle,startup,burst,wschat,wsecho] [--profile]}.  Servers run one at a time, pinned to CPU 0; the generator runs
-in this process (and C{wrk}) on CPU 1.  Every load alternates netdemos, the
+[--only echo,bulk,http,chat,idle,startup,burst,wschat,wsecho] [--profile]}.
+Servers run one at a time, pinned to CPU 0; the generator runs in this
+process (and C{wrk}) on CPU 1.  Every load alternates netdemos, the
 naive homepage script and, where one exists, the asyncio peer, round after
 round, so slow drifts in the machine hit all of them alike.
 """

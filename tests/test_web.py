@@ -98,6 +98,20 @@ class PageTests(SynchronousTestCase):
         self.assertIn(b"Upgrade: websocket", response)
 
 
+class LimitTests(SynchronousTestCase):
+    def test_fullSiteAnswers503(self) -> None:
+        """
+        Past C{--max-connections}, HTTP and WebSocket alike, a new connection
+        is answered 503 at once, and counted as rejected.
+        """
+        room = Room()
+        site = webSite(room, maxConnections=2)
+        WebSocketClient(site, room, port=50001)
+        WebSocketClient(site, room, "/echo", port=50002)
+        self.assertTrue(get(site, b"/").startswith(b"HTTP/1.1 503 "))
+        self.assertEqual(site.connections.rejected["limit"], 1)
+
+
 class OriginTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.room = Room()
@@ -441,6 +455,19 @@ class EchoSocketTests(SynchronousTestCase):
         self.assertIsNone(self.client.transport.producer)
         self.assertFalse(self.client.connected)
         self.assertEqual(len(self.site.connections), 0)
+
+    def test_idleEchoIsClosed(self) -> None:
+        room = Room()
+        site = webSite(room, idleTimeout=5.0)
+        client = WebSocketClient(site, room, "/echo")
+        room.clock.advance(4)
+        client.sendText("not idle yet")
+        room.clock.advance(4)
+        self.assertTrue(client.connected)
+        room.clock.advance(1)
+        client.receive()
+        self.assertEqual(client.closeCode, 1000)
+        self.assertFalse(client.connected)
 
     def test_stopClosesWithGoingAway(self) -> None:
         closed = self.site.close()
