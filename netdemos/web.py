@@ -32,7 +32,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.websocket import WebSocketResource
-from wsproto.utilities import LocalProtocolError
 
 from netdemos.chat.member import MemberSettings
 from netdemos.chat.websocket import ChatSocketFactory
@@ -181,11 +180,7 @@ class EchoSocket(WebSocketConnection, TimeoutMixin):
             return
         self.heard()
         self.resetTimeout()
-        try:
-            send(message)
-        except LocalProtocolError:
-            # The peer has closed: connectionLost is on its way.
-            pass
+        send(message)
 
     def timeoutConnection(self) -> None:
         log.info("web: closing echo for {peer}, idle", peer=self.transport.getPeer())

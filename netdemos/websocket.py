@@ -20,7 +20,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from twisted.web.websocket import WebSocketTransport
-from wsproto.utilities import LocalProtocolError
 
 from netdemos.limits import Connections
 
@@ -59,7 +58,8 @@ class WebSocketConnection:
 
     @ivar transport: the byte stream under the WebSocket (TCP or TLS); what
         the HTTP channel had.
-    @ivar websocket: where messages are sent, once negotiation has started.
+    @ivar websocket: where messages are sent, once negotiation has started,
+        until a close frame is sent or answered (C{_closeSent}).
     """
 
     websocket: WebSocketTransport
@@ -127,6 +127,9 @@ class WebSocketConnection:
         self._pingedAt = None
 
     def _checkPeer(self) -> None:
+        if self._closeSent:
+            # Closing already: the close timeout sees to a peer that hangs.
+            return
         now = self._clock.seconds()
         if self._pingedAt is not None:
             log.info(
@@ -140,11 +143,7 @@ class WebSocketConnection:
         if quiet < self._pingInterval:
             delay = self._pingInterval - quiet
         else:
-            try:
-                self.websocket.ping()
-            except LocalProtocolError:
-                # The peer has sent its close frame: connectionLost is near.
-                pass
+            self.websocket.ping()
             self._pingedAt = now
             delay = self._pingInterval
         self._checkCall = self._clock.callLater(delay, self._checkPeer)
@@ -171,17 +170,15 @@ class WebSocketConnection:
         if self._closeSent:
             return
         self._closeSent = True
-        try:
-            # The frame, then closeTransport.
-            self.websocket.loseConnection(code)
-        except LocalProtocolError:
-            # The peer closed first, and Twisted has answered it.
-            self.closeTransport()
+        # The frame, then closeTransport.
+        self.websocket.loseConnection(code)
 
     def closeTransport(self) -> None:
         """
         Close the transport once what was written to it is sent, whoever
-        asks: we after our close frame, or Twisted after answering the peer's.
+        asks: we after our close frame, or Twisted after answering the peer's
+        (or after telling it that its frames made no sense).  From then on
+        nothing more is sent.
         """
         if self._transportClosing:
             return
