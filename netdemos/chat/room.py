@@ -136,8 +136,9 @@ class ChatRoom:
     """
     The room: who is in it, under what name, and what it has to send them.
 
-    It knows nothing of sockets: its members are L{IMember}s (a TCP client
-    today), each of which encodes what the room gives it for its own wire.
+    It knows nothing of sockets: its members are L{IMember}s (TCP and
+    WebSocket clients), each of which encodes what the room gives it for its
+    own wire.
     One room may be served on several endpoints, all of whose factories hand
     it to the members they build.
 
