@@ -318,9 +318,12 @@ def tableRows(load: Load) -> list[str]:
                 fmt(median(column(load, label, "busy")) * 100, 0)
                 for label in (subject, baseline, *peers)
             )
-            verdict = ""
-            if metric.met is not None and subject == "netdemos":
-                verdict = "yes" if metric.met(value, ratio) else "**no**"
+            # The goals are netdemos's own, not its variants'.
+            goal, verdict = "", ""
+            if subject == "netdemos":
+                goal = metric.goal
+                if metric.met is not None:
+                    verdict = "yes" if metric.met(value, ratio) else "**no**"
             rows.append(
                 f"| {load.name} | {metric.title} ({metric.unit}) | {subject} "
                 f"| {fmt(value * metric.scale, metric.digits)} "
@@ -328,7 +331,7 @@ def tableRows(load: Load) -> list[str]:
                 f"| {fmt(ratio, 2)} "
                 f"| {fmt(ceiling * metric.scale, metric.digits)} "
                 f"| {busy if busy.strip('/') else ''} "
-                f"| {metric.goal} | {verdict} |"
+                f"| {goal} | {verdict} |"
             )
     return rows
 
