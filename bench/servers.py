@@ -96,6 +96,8 @@ class Server:
     startedAt: float
     logPath: Path
     stopped: bool = field(default=False)
+    # Servers started and stopped with this one (see L{startBaseline}).
+    companions: list[Server] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -109,6 +111,12 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for {self.pid}")
+
+    def openFiles(self) -> int:
+        """
+        How many file descriptors the server holds (its sockets among them).
+        """
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def cpuSeconds(self) -> float:
         """
@@ -167,6 +175,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for companion in self.companions:
+            companion.stop()
 
 
 def _childEnvironment(source: Path | None) -> dict[str, str]:
@@ -230,13 +240,30 @@ def operatorOptions() -> list[str]:
     ]
 
 
-def startBaseline(service: str) -> Server:
+def chatRateLifted() -> list[str]:
+    """
+    Lift netdemos's chat flood control, for loads that measure throughput.
+    """
+    return ["--chat-rate=0"]
+
+
+def startBaseline(service: str, *companions: str) -> Server:
     """
     Run the naive homepage script for C{service} as a plain script.
+
+    Each of C{companions} runs as a script of its own beside it, pinned to the
+    same CPU, as a beginner serves two of the homepage's examples; their ports
+    join the server's, and stopping the server stops them.
     """
     port = freePort()
     script = _BASELINES / BASELINE_SCRIPTS[service]
-    return _spawn("baseline", [sys.executable, str(script), str(port)], {service: port})
+    argv = [sys.executable, str(script), str(port)]
+    server = _spawn("baseline", argv, {service: port})
+    for other in companions:
+        companion = startBaseline(other)
+        server.ports.update(companion.ports)
+        server.companions.append(companion)
+    return server
 
 
 def startPeer(service: str) -> Server:
