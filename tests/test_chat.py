@@ -865,3 +865,29 @@ class ChatLimitTests(SynchronousTestCase):
         for transport in transports:
             self.assertEqual(received(transport), [b"* server shutting down"])
             self.assertFalse(transport.connected)
+
+
+class QuietTurnTests(SynchronousTestCase):
+    def test_aTurnOfRepliesOnlyTouchesThoseItIsFor(self) -> None:
+        """
+        A turn holding only replies and welcomes (a crowd arriving in a room
+        past the announcement limit, a client asking /who) writes to the
+        clients concerned and looks at nobody else: otherwise each arrival
+        would cost a pass over the whole room.
+        """
+        room = Room()
+        members = [room.connect() for _ in range(50)]
+        for _, transport in members:
+            received(transport)
+        asking, askingT = members[0]
+        looked: list[object] = []
+        hasOwn = chatroom.Turn.hasOwn
+
+        def spy(turn: chatroom.Turn, member: object) -> bool:
+            looked.append(member)
+            return hasOwn(turn, member)  # type: ignore[arg-type]
+
+        self.patch(chatroom.Turn, "hasOwn", spy)
+        asking.dataReceived(b"/who\n")
+        self.assertEqual(len(received(askingT)), 1)
+        self.assertEqual(looked, [])

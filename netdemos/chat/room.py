@@ -107,6 +107,12 @@ class Turn:
     def hasOwn(self, member: IMember) -> bool:
         return member in self._ops or member in self._starts
 
+    def withOwn(self) -> list[IMember]:
+        """
+        The members with ops of their own or a later start, in no set order.
+        """
+        return list(self._ops.keys() | self._starts.keys())
+
     def dataFor(self, member: IMember) -> bytes:
         """
         Everything this turn holds for C{member}, in order.
@@ -308,12 +314,19 @@ class ChatRoom:
         turn, self._turn = self._turn, Turn()
         if not turn:
             return
-        everyone = b"".join(turn.chunks)
-        # A copy, because a recipient that is too slow leaves during the loop.
-        for client in list(self._members.values()):
-            data = turn.dataFor(client) if turn.hasOwn(client) else everyone
-            if data:
-                client.deliver(data)
+        if turn.chunks:
+            everyone = b"".join(turn.chunks)
+            # A copy, because a recipient that is too slow leaves during the loop.
+            for client in list(self._members.values()):
+                data = turn.dataFor(client) if turn.hasOwn(client) else everyone
+                if data:
+                    client.deliver(data)
+        else:
+            # Only replies and welcomes: a crowd arriving, or one client
+            # asking /who, costs nothing for the members who get nothing.
+            for client in turn.withOwn():
+                if self._members.get(client.name.casefold()) is client:
+                    client.deliver(turn.dataFor(client))
         if self.unsent > self.memory:
             self.overBudget()
 
