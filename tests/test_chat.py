@@ -372,6 +372,24 @@ class ChatRoomTests(SynchronousTestCase):
             ],
         )
 
+    def test_whatIsNotAnnouncedIsNotLoggedOneByOne(self) -> None:
+        """
+        In a crowd, joins, departures and renames are neither announced nor
+        logged one by one: a crowd arriving would otherwise cost a log line
+        each, most of the reactor's time and the log's disk.
+        """
+        self.patch(chatroom, "ANNOUNCE_LIMIT", 2)
+        room = Room()
+        room.connect(), room.connect()
+        events = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+        third, transport = room.connect()
+        third.dataReceived(b"/nick third\n")
+        transport.loseConnection()
+        self.assertEqual([e["log_format"] for e in events], [])
+
 
 class SlowConsumerTests(SynchronousTestCase):
     def test_slowReaderIsDroppedOthersKeepReceiving(self) -> None:

@@ -198,17 +198,23 @@ class ChatRoom:
 
     def _announce(
         self, notice: str, crowd: int, exclude: IMember | None = None
-    ) -> None:
+    ) -> bool:
         """
         Tell everyone (but C{exclude}) of a join, departure or rename, unless
         the room (C{crowd}, counting the client concerned) is a crowd, or such
         notices are coming too fast to read.
+
+        @return: whether it was announced.  What is not announced is not
+            logged one by one either, for the same reason: a crowd arriving,
+            or a client churning, would cost a log line each, most of the
+            reactor's time and the log's disk.
         """
         if crowd > ANNOUNCE_LIMIT or not self._announcements.take():
-            return
+            return False
         if exclude is not None:
             self._turn.skipNext(exclude)
         self._queue(f"{notice}\r\n".encode())
+        return True
 
     def join(self, client: IMember, welcome: str) -> None:
         """
@@ -217,14 +223,17 @@ class ChatRoom:
         """
         self._members[client.name.casefold()] = client
         self._who = None
-        self._announce(f"* {client.name} joined ({len(self)} in the room)", len(self))
+        announced = self._announce(
+            f"* {client.name} joined ({len(self)} in the room)", len(self)
+        )
         self._turn.startHere(client)
         self.tell(client, welcome)
-        log.info(
-            "chat: {name} joined ({count} in the room)",
-            name=client.name,
-            count=len(self),
-        )
+        if announced:
+            log.info(
+                "chat: {name} joined ({count} in the room)",
+                name=client.name,
+                count=len(self),
+            )
 
     def leave(self, client: IMember, why: str = "left") -> bytes:
         """
@@ -241,13 +250,13 @@ class ChatRoom:
         self._who = None
         last = self._turn.dataFor(client)
         self._turn.forget(client)
-        self._announce(f"* {client.name} {why}", len(self) + 1)
-        log.info(
-            "chat: {name} {why} ({count} in the room)",
-            name=client.name,
-            why=why,
-            count=len(self),
-        )
+        if self._announce(f"* {client.name} {why}", len(self) + 1):
+            log.info(
+                "chat: {name} {why} ({count} in the room)",
+                name=client.name,
+                why=why,
+                count=len(self),
+            )
         return last
 
     def rename(self, client: IMember, newName: str) -> None:
@@ -256,8 +265,8 @@ class ChatRoom:
         client.name = newName
         self._members[newName.casefold()] = client
         self._who = None
-        self._announce(f"* {oldName} is now {newName}", len(self), exclude=client)
-        log.info("chat: {old} is now {new}", old=oldName, new=newName)
+        if self._announce(f"* {oldName} is now {newName}", len(self), exclude=client):
+            log.info("chat: {old} is now {new}", old=oldName, new=newName)
 
     def close(self) -> None:
         """

@@ -115,7 +115,9 @@ class ChatClient(Protocol, TimeoutMixin):
         # relayed or sent.
         self.closing = False
         self._lines = LineBuffer(factory.maxLine)
-        self._waiting: deque[bytes | None] = deque()
+        # Lines read but not yet handled; an empty deque costs 600 bytes, so
+        # an idle client (most of a crowd) has none.
+        self._waiting: deque[bytes | None] | None = None
         self._bucket = TokenBucket(factory.clock, factory.rate, factory.burst)
         self._nextBatch: IDelayedCall | None = None
         self._readsPaused = False
@@ -154,7 +156,11 @@ class ChatClient(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
-        self._waiting.extend(self._lines.feed(data))
+        lines = self._lines.feed(data)
+        if self._waiting is None:
+            self._waiting = deque(lines)
+        else:
+            self._waiting.extend(lines)
         if self._nextBatch is None:
             self._handleWaiting()
 
@@ -165,7 +171,8 @@ class ChatClient(Protocol, TimeoutMixin):
         """
         self._nextBatch = None
         budget = LINES_PER_TURN
-        while self._waiting and not self.closing:
+        waiting = self._waiting
+        while waiting and not self.closing:
             if not budget:
                 self._later(0)
                 return
@@ -173,13 +180,14 @@ class ChatClient(Protocol, TimeoutMixin):
                 self._later(self._bucket.wait())
                 return
             budget -= 1
-            line = self._waiting.popleft()
+            line = waiting.popleft()
             if line is None:
                 self.tell(
                     f"! line too long: over {self._factory.maxLine} bytes, discarded"
                 )
             else:
                 self.lineReceived(line)
+        self._waiting = None
         if self.closing:
             return
         if self._ended:
