@@ -171,7 +171,7 @@ def echoPingPong(server: Server, seconds: float, clients: int = 50) -> dict[str,
     size = 64
     message = b"p" * size
     window = Window(server, seconds)
-    with connectPolled(server.ports["echo"], clients, IN) as (sockets, byFd, poller):
+    with connectPolled(server.port("echo"), clients, IN) as (sockets, byFd, poller):
         owed = dict.fromkeys(byFd, size)
         for s in sockets:
             s.send(message)
@@ -201,7 +201,7 @@ def echoBulk(
     """
     chunk = memoryview(b"b" * (size * inFlight))
     window = Window(server, seconds)
-    with connectPolled(server.ports["echo"], clients, IN | OUT, nodelay=False) as (
+    with connectPolled(server.port("echo"), clients, IN | OUT, nodelay=False) as (
         _,
         byFd,
         poller,
@@ -229,7 +229,7 @@ def httpWrk(server: Server, seconds: float, connections: int = 50) -> dict[str, 
     """
     Requests per second as measured by C{wrk -t1}, pinned to the generator CPU.
     """
-    url = f"http://127.0.0.1:{server.ports['http']}/"
+    url = f"http://127.0.0.1:{server.port('http')}/"
     cpuBefore = server.cpuSeconds()
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url]
     out = subprocess.run(
@@ -254,7 +254,7 @@ def httpKeepAlive(
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     marker = b"HTTP/1.1 "
     window = Window(server, seconds)
-    port = server.ports["http"]
+    port = server.port("http")
     with connectPolled(port, connections, IN) as (sockets, byFd, poller):
         tails = dict.fromkeys(byFd, b"")
         for s in sockets:
@@ -290,7 +290,7 @@ def chatFanOut(
     the newlines it receives.  Fewer than about 16 in flight per sender leaves
     the server idle between round trips, measuring latency, not throughput.
     """
-    with connectPolled(server.ports["chat"], clients, IN) as (sockets, byFd, poller):
+    with connectPolled(server.port("chat"), clients, IN) as (sockets, byFd, poller):
         # Let join announcements (netdemos makes some) pass before counting.
         server.waitIdle(quiet=0.2, timeout=30)
         drain(byFd, poller, 0.2)
@@ -334,7 +334,7 @@ def chatIdle(server: Server, clients: int, settleTimeout: float) -> dict[str, fl
     client reads what the server sends, as real idle clients would.
     """
     rssBefore = server.rssBytes()
-    port = server.ports["chat"]
+    port = server.port("chat")
     poller = select.epoll()
     byFd: dict[int, socket.socket] = {}
     batch = 40
@@ -413,7 +413,7 @@ def connectionBurst(server: Server, clients: int, timeout: float) -> float:
     had no room for wait for the client's SYN retransmission (1 s, then 3 s,
     ...), which is what a small backlog costs.
     """
-    port = server.ports["echo"]
+    port = server.port("echo")
     poller = select.epoll()
     byFd: dict[int, socket.socket] = {}
     waiting: set[int] = set()

@@ -99,7 +99,7 @@ def profileAll(seconds: float, source: Path | None) -> str:
     for title, drive in runs:
         server = servers.startNetdemos(source=source)
         try:
-            server.waitAccepting()
+            server.secondsUntilListening()
             # Long enough to cover setup too; py-spy skips idle samples.
             result = record(server, seconds + loads.WARMUP + 3, drive)
         finally:

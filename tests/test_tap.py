@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from descriptors_support import FakeOpenFileLimit, plenty
-from operator_support import makeCertificate
+from support.certificates import makeCertificate
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
