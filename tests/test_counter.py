@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from http_support import HalfCloseableTransport, connect, connectChannel, exchange
+from support.http import HalfCloseableTransport, connect, connectChannel, exchange
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure

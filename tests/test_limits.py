@@ -4,8 +4,8 @@ Tests for L{netdemos.limits} and the limits and timeouts of each service.
 
 from __future__ import annotations
 
-from chat_support import Room, received
-from http_support import PEER
+from support.chat import Room, received
+from support.http import PEER
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection

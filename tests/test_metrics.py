@@ -4,8 +4,8 @@ Tests for L{netdemos.metrics}: the figures in C{/metrics}, and the health pages.
 
 from __future__ import annotations
 
-from chat_support import Room
-from http_support import PEER, connectChannel, exchange, get
+from support.chat import Room
+from support.http import PEER, connectChannel, exchange, get
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
