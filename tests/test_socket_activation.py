@@ -22,91 +22,79 @@ from pathlib import Path
 import pytest
 from support import EXIT_TIMEOUT
 from support.clients import Clients, bracketed, echoRoundTrip, rawHTTP
+from support.process import Launcher, Netdemos
 from support.systemd import SERVICE, SOCKETS, NotifySocket, readUnit
 
-from netdemos.testing import (
-    START_TIMEOUT,
-    ServerProcess,
-    freePorts,
-    spawn,
-    twistdCommand,
-)
-
-
-class SocketActivator:
-    """
-    Run commands under systemd-socket-activate for one test, and stop them
-    when it ends.
-    """
-
-    def __init__(self, program: str, workdir: Path, stack: ExitStack) -> None:
-        self.program = program
-        self.workdir = workdir
-        self._stack = stack
-
-    def start(
-        self,
-        host: str,
-        names: Sequence[str],
-        command: Sequence[str],
-        environment: Sequence[str] = (),
-    ) -> ServerProcess:
-        """
-        Run C{command} under systemd-socket-activate with a listening socket
-        on C{host} named after each of C{names}; return once it listens.
-        C{command} starts on the first connection.
-        """
-        ports = dict(zip(names, freePorts(len(names), host), strict=True))
-        listen = [f"--listen={bracketed(host)}:{port}" for port in ports.values()]
-        setenv = [f"--setenv={each}" for each in ["PYTHONUNBUFFERED=1", *environment]]
-        logPath = self.workdir / "activate.log"
-        process = spawn(
-            [self.program, *listen, f"--fdname={':'.join(names)}", *setenv, *command],
-            self.workdir,
-            logPath,
-        )
-        server = ServerProcess(
-            process, logPath, {name: [port] for name, port in ports.items()}
-        )
-        self._stack.callback(server.stop)
-        server.waitUntilListening()
-        return server
+from netdemos.testing import START_TIMEOUT, freePorts, twistdCommand
 
 
 @pytest.fixture
-def activator(tmp_path: Path, stack: ExitStack) -> SocketActivator:
+def activate() -> str:
+    """
+    The systemd-socket-activate program.
+    """
     program = shutil.which("systemd-socket-activate")
     if program is None:
         pytest.skip("systemd-socket-activate is not installed")
-    return SocketActivator(program, tmp_path, stack)
+    return program
 
 
-def assertServes(clients: Clients, host: str, server: ServerProcess) -> None:
+def activated(
+    launcher: Launcher,
+    activate: str,
+    host: str,
+    names: Sequence[str],
+    command: Sequence[str],
+    environment: Sequence[str] = (),
+) -> Netdemos:
+    """
+    Run C{command} under systemd-socket-activate with a listening socket on
+    C{host} named after each of C{names}; return once it listens.  C{command}
+    starts on the first connection.
+    """
+    ports = {
+        name: [port]
+        for name, port in zip(names, freePorts(len(names), host), strict=True)
+    }
+    listen = [f"--listen={bracketed(host)}:{port}" for [port] in ports.values()]
+    setenv = [f"--setenv={each}" for each in ["PYTHONUNBUFFERED=1", *environment]]
+    server = launcher.spawn(
+        [activate, *listen, f"--fdname={':'.join(names)}", *setenv, *command], ports
+    )
+    server.waitUntilListening()
+    return server
+
+
+def assertServes(clients: Clients, host: str, server: Netdemos) -> None:
     """
     Echo echoes, HTTP answers and chat welcomes each client by the address
     it connects from, which is only right if C{domain=} matched the socket.
     """
     # The first connection starts twistd, which may take seconds.
-    echo = clients.connect(server.port("echo"), host, timeout=START_TIMEOUT)
+    echo = clients.connect(server.echoPort, host, timeout=START_TIMEOUT)
     echoRoundTrip(echo, b"hello, inherited socket\r\n")
 
     request = b"GET / HTTP/1.0\r\nHost: netdemos\r\n\r\n"
-    response = rawHTTP(server.port("http"), request, host)
+    response = rawHTTP(server.httpPort, request, host)
     assert response.startswith(b"HTTP/1.0 200 "), response
 
     # It waits for a welcome that names it by its address.
-    chat = clients.chatUser(server.port("chat"), host)
+    chat = clients.chatUser(server.chatPort, host)
     chat.send(b"hi all\r\n")
     chat.inbox.waitForLine(f"<{chat.name}> hi all")
 
 
-def test_adoptsNamedIPv4Sockets(activator: SocketActivator, clients: Clients) -> None:
+def test_adoptsNamedIPv4Sockets(
+    launcher: Launcher, activate: str, clients: Clients
+) -> None:
     """
     Given sockets by name, each service adopts its own: what systemd does
     with C{FileDescriptorName=}, whatever order the descriptors come in.
     """
     names = ["chat", "echo", "http"]  # not the order of the options
-    server = activator.start(
+    server = activated(
+        launcher,
+        activate,
         "127.0.0.1",
         names,
         [*twistdCommand(), "-n", "--pidfile=", "netdemos"]
@@ -117,7 +105,11 @@ def test_adoptsNamedIPv4Sockets(activator: SocketActivator, clients: Clients) ->
 
 
 def test_shippedUnitCommandLine(
-    activator: SocketActivator, clients: Clients, stack: ExitStack, tmp_path: Path
+    launcher: Launcher,
+    activate: str,
+    clients: Clients,
+    stack: ExitStack,
+    tmp_path: Path,
 ) -> None:
     """
     The unit's own C{ExecStart} serves its sockets' address family, tells
@@ -137,7 +129,9 @@ def test_shippedUnitCommandLine(
     names = [
         readUnit(unit)["Socket"]["FileDescriptorName"] for unit in SOCKETS.values()
     ]
-    server = activator.start("::1", names, command, [f"NOTIFY_SOCKET={notify.path}"])
+    server = activated(
+        launcher, activate, "::1", names, command, [f"NOTIFY_SOCKET={notify.path}"]
+    )
 
     assertServes(clients, "::1", server)
     notify.waitFor(b"READY=1", server)

@@ -219,24 +219,18 @@ class LineReader:
 
 class ChatUser:
     """
-    A chat client: a socket to the room and, unless it is not to read at all,
-    a L{LineCollector} reading it.
+    A chat client: a connection to the room and, unless it is not to read at
+    all, a L{LineCollector} reading it.
 
     C{name} is what the room calls it before any C{/nick}: its own address.
     """
 
-    def __init__(
-        self,
-        port: int,
-        host: str = LOOPBACK,
-        reading: bool = True,
-        receiveBuffer: int | None = None,
-    ) -> None:
-        connection = connect(port, host, receiveBuffer, timeout=START_TIMEOUT)
+    def __init__(self, connection: socket.socket, reading: bool = True) -> None:
         connection.settimeout(None)
         self.connection = connection
-        self.localPort: int = connection.getsockname()[1]
-        self.name = f"{bracketed(host)}:{self.localPort}"
+        address = connection.getsockname()
+        self.localPort: int = address[1]
+        self.name = f"{bracketed(address[0])}:{self.localPort}"
         self.collector: LineCollector | None = None
         if reading:
             self.startReading()
@@ -354,7 +348,9 @@ class Clients:
         """
         Connect a L{ChatUser}, which (if reading) waits for its welcome.
         """
-        user = ChatUser(port, host, reading, receiveBuffer)
+        connection = connect(port, host, receiveBuffer, timeout=START_TIMEOUT)
+        self._stack.enter_context(connection)
+        user = ChatUser(connection, reading)
         self._stack.callback(user.close)
         return user
 

@@ -161,19 +161,28 @@ class Launcher:
             )
             if metrics:
                 args.append(f"--metrics={loopbackEndpoint(ports['metrics'][0])}")
-            logPath = self.workdir / f"twistd-{time.monotonic_ns()}.out"
-            process = spawn(
-                netdemosCommand([*args, *extra], twistdOptions, openFiles),
-                self.workdir,
-                logPath,
-                environ,
-            )
-            server = Netdemos(process, logPath, ports)
-            self._stack.callback(server.stop)
+            command = netdemosCommand([*args, *extra], twistdOptions, openFiles)
+            server = self.spawn(command, ports, environ)
             waitUntilStarted(server)
             return server
 
         return onFreshPortsUntilBound(startOnFreePorts)
+
+    def spawn(
+        self,
+        command: Sequence[str],
+        ports: dict[str, list[int]],
+        environ: Mapping[str, str] | None = None,
+    ) -> Netdemos:
+        """
+        Start C{command}, which runs netdemos (or execs it) on C{ports}, with
+        its output going to a new file in the working directory.
+        """
+        logPath = self.workdir / f"twistd-{time.monotonic_ns()}.out"
+        process = spawn(command, self.workdir, logPath, environ)
+        server = Netdemos(process, logPath, ports)
+        self._stack.callback(server.stop)
+        return server
 
 
 def runTwistd(
