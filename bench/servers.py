@@ -37,6 +37,7 @@ BASELINE_SCRIPTS = {
 SERVER_CPU = 0
 GENERATOR_CPU = 1
 _BASELINES = Path(__file__).parent / "baselines"
+_PEERS = Path(__file__).parent / "peers.py"
 _LOGS = Path(tempfile.mkdtemp(prefix="netdemos-bench-"))
 
 
@@ -134,6 +135,8 @@ def _start(
     logPath = _LOGS / f"{name}-{'-'.join(map(str, ports.values()))}.log"
     startedAt = time.perf_counter()
     process = spawn(command, Path(tempfile.gettempdir()), logPath, pythonPath=source)
+    # Pinned once started, not by a preexec_fn, which is unsafe in a process
+    # with threads; Python has started no thread of its own by then.
     pinToServerCPU(process.pid)
     servicePorts = {service: [port] for service, port in ports.items()}
     return Server(process, logPath, servicePorts, name, startedAt)
@@ -187,10 +190,5 @@ def startPeer(service: str) -> Server:
     Run the asyncio peer for C{service}, the generator-ceiling reference.
     """
     [port] = freePorts(1)
-    command = [
-        sys.executable,
-        str(Path(__file__).parent / "peers.py"),
-        service,
-        str(port),
-    ]
+    command = [sys.executable, str(_PEERS), service, str(port)]
     return _start("peer", {service: port}, command)

@@ -76,7 +76,7 @@ def test_readyIsSentOnlyOnceEveryListenerAccepts(
     try:
         # No retry: a refused connection fails the test.
         for name in ("echo", "http", "chat", "metrics"):
-            clients.connect(server.ports[name][0])
+            clients.connect(server.port(name))
     finally:
         os.kill(server.pid, signal.SIGCONT)
     assert httpGet(server.metricsPort, "/readyz") == (200, b"ok\n")
