@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import random
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,9 +22,15 @@ from pathlib import Path
 import pytest
 from support import LINE_TIMEOUT
 from support.clients import ChatUser, Clients, rawHTTP
-from support.process import Launcher, Netdemos, runNetdemos, runTwistd
+from support.process import (
+    Launcher,
+    Netdemos,
+    installedPython,
+    runNetdemos,
+    runTwistd,
+)
 
-from netdemos.testing import LOOPBACK, childEnvironment, loopbackEndpoint
+from netdemos.testing import LOOPBACK, loopbackEndpoint
 
 MB = 1024 * 1024
 
@@ -615,25 +618,12 @@ def test_distributionShipsNoTwistedInitOrDropinCache(tmp_path: Path) -> None:
     Installing any of those would overwrite Twisted's own files; uninstalling
     netdemos would then break Twisted.
     """
-    # In a child Python from a temporary directory, isolated (-I): the source
-    # tree and its netdemos.egg-info are not on sys.path there.
-    listing = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-c",
-            "import importlib.metadata, json;"
-            "files = importlib.metadata.files('netdemos');"
-            "print(json.dumps(None if files is None else [str(f) for f in files]))",
-        ],
-        cwd=tmp_path,
-        env=childEnvironment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    files = installedPython(
+        tmp_path,
+        "import importlib.metadata, json;"
+        "files = importlib.metadata.files('netdemos');"
+        "print(json.dumps(None if files is None else [str(f) for f in files]))",
     )
-    files = json.loads(listing.stdout)
     assert files is not None, "the installed netdemos has no RECORD"
     assert "twisted/plugins/netdemos_plugin.py" in files, files
     assert "twisted/__init__.py" not in files, files

@@ -8,12 +8,15 @@ Built on L{netdemos.testing}, which the benchmarks share.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from netdemos.testing import (
     SERVICES,
@@ -201,6 +204,25 @@ def runTwistd(
         text=True,
         timeout=timeout,
     )
+
+
+def installedPython(workdir: Path, program: str) -> Any:
+    """
+    Run C{program} in a child Python from C{workdir}, isolated (C{-I}), so
+    that neither the source tree nor its C{netdemos.egg-info} is on its
+    C{sys.path}: it imports the installed netdemos.  Return what it prints,
+    read as JSON.
+    """
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", program],
+        cwd=workdir,
+        env=childEnvironment(),
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+        check=True,
+    )
+    return json.loads(result.stdout)
 
 
 def runNetdemos(
