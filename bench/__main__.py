@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench import loads, servers
 from bench.servers import Server
+from netdemos.testing import childEnvironment
 
 LOAD_NAMES = (
     "echo",
@@ -282,7 +283,7 @@ def runLoad(load: Load) -> None:
         for target in load.targets:
             server = target.start()
             try:
-                startup = server.waitAccepting()
+                startup = server.secondsUntilListening()
                 values = load.measure(server, startup)
             except (loads.LoadError, RuntimeError, OSError) as e:
                 values = {}
@@ -355,7 +356,7 @@ def machine(settings: Settings) -> list[str]:
         [sys.executable, "-c", "import netdemos; print(netdemos.__file__)"],
         capture_output=True,
         text=True,
-        env=servers._childEnvironment(settings.source),
+        env=childEnvironment(settings.source),
         cwd="/",
     ).stdout.strip()
     wrk = shutil.which("wrk") or "not installed"

@@ -194,7 +194,7 @@ def echoPingPong(server: Server, seconds: float, clients: int = 50) -> dict[str,
     size = 64
     message = b"p" * size
     window = Window(server, seconds)
-    with connectPolled(server.ports["echo"], clients, IN) as (sockets, byFd, poller):
+    with connectPolled(server.port("echo"), clients, IN) as (sockets, byFd, poller):
         owed = dict.fromkeys(byFd, size)
         for s in sockets:
             s.send(message)
@@ -224,7 +224,7 @@ def echoBulk(
     """
     chunk = memoryview(b"b" * (size * inFlight))
     window = Window(server, seconds)
-    with connectPolled(server.ports["echo"], clients, IN | OUT, nodelay=False) as (
+    with connectPolled(server.port("echo"), clients, IN | OUT, nodelay=False) as (
         _,
         byFd,
         poller,
@@ -252,7 +252,7 @@ def httpWrk(server: Server, seconds: float, connections: int = 50) -> dict[str, 
     """
     Requests per second as measured by C{wrk -t1}, pinned to the generator CPU.
     """
-    url = f"http://127.0.0.1:{server.ports['http']}/"
+    url = f"http://127.0.0.1:{server.port('http')}/"
     cpuBefore = server.cpuSeconds()
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url]
     out = subprocess.run(
@@ -277,7 +277,7 @@ def httpKeepAlive(
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     marker = b"HTTP/1.1 "
     window = Window(server, seconds)
-    port = server.ports["http"]
+    port = server.port("http")
     with connectPolled(port, connections, IN) as (sockets, byFd, poller):
         tails = dict.fromkeys(byFd, b"")
         for s in sockets:
@@ -313,7 +313,7 @@ def chatFanOut(
     the newlines it receives.  Fewer than about 16 in flight per sender leaves
     the server idle between round trips, measuring latency, not throughput.
     """
-    with connectPolled(server.ports["chat"], clients, IN) as (sockets, byFd, poller):
+    with connectPolled(server.port("chat"), clients, IN) as (sockets, byFd, poller):
         # Let join announcements (netdemos makes some) pass before counting.
         server.waitIdle(quiet=0.2, timeout=30)
         drain(byFd, poller, 0.2)
@@ -357,7 +357,7 @@ def chatIdle(server: Server, clients: int, settleTimeout: float) -> dict[str, fl
     client reads what the server sends, as real idle clients would.
     """
     rssBefore = server.rssBytes()
-    port = server.ports["chat"]
+    port = server.port("chat")
     batch = 40
     began = time.perf_counter()
     deadline = began + settleTimeout
@@ -450,7 +450,7 @@ def connectionBurst(server: Server, clients: int, timeout: float) -> float:
     had no room for wait for the client's SYN retransmission (1 s, then 3 s,
     ...), which is what a small backlog costs.
     """
-    port = server.ports["echo"]
+    port = server.port("echo")
     served: set[int] = set()
     with clientSockets(server) as (poller, byFd):
 
@@ -507,7 +507,7 @@ def chatJoin(server: Server, clients: int, timeout: float) -> dict[str, float]:
     of 50, never admits about a tenth of 2000 silent clients.  Every client
     reads all it is sent, so none is slow.
     """
-    port = server.ports["chat"]
+    port = server.port("chat")
     admitted: set[int] = set()
     heard = b""
     with clientSockets(server) as (poller, byFd):
@@ -632,14 +632,14 @@ def chatFlood(
     seconds; if it is still unanswered then, the time it waited counts (a
     lower bound: the server is frozen, whatever the exact figure).
     """
-    chatPort = server.ports["chat"]
+    chatPort = server.port("chat")
     # Whole lines, whatever part of the payload a send takes.
     payload = memoryview(FLOOD * 4096)
     offset = 0
     with connectPolled(chatPort, clients, IN):
         server.waitIdle(quiet=0.2, timeout=30)
         with connectPolled(chatPort, 1, IN, nodelay=False) as ((flooder,), _, poller):
-            probe = Probe(server.ports["http"], poller)
+            probe = Probe(server.port("http"), poller)
 
             def serve(flooding: bool) -> None:
                 nonlocal offset

@@ -103,7 +103,7 @@ def profileAll(seconds: float, source: Path | None) -> str:
     for title, drive, options in runs:
         server = servers.startNetdemos(source=source, options=options)
         try:
-            server.waitAccepting()
+            server.secondsUntilListening()
             # Long enough to cover setup too; py-spy skips idle samples.
             result = record(server, seconds + loads.WARMUP + 3, drive)
         finally:

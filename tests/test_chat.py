@@ -4,8 +4,8 @@ Unit tests for L{netdemos.chat}: clients on string transports, a fake clock.
 
 from __future__ import annotations
 
-from chat_support import Room, received
-from protocol_support import PEER, connectProtocol
+from support.chat import Room, received
+from support.transport import PEER, connectProtocol
 from twisted.internet.address import UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from descriptors_support import plenty
+from support.descriptors import plenty
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol

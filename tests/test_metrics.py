@@ -4,9 +4,9 @@ Tests for L{netdemos.metrics}: the figures in C{/metrics}, and the health pages.
 
 from __future__ import annotations
 
-from chat_support import Room
-from http_support import connectChannel, exchange, get
-from protocol_support import PEER
+from support.chat import Room
+from support.http import connectChannel, exchange, get
+from support.transport import PEER
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase

@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from descriptors_support import FakeOpenFileLimit, plenty
-from operator_support import makeCertificate
+from support.certificates import makeCertificate
+from support.descriptors import FakeOpenFileLimit, plenty
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
