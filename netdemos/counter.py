@@ -1,18 +1,30 @@
 """
 The HTTP counter: every C{GET}, on any path, answers C{I am request #N}.
 
-The count lives in a L{RequestCounter} owned by the L{CounterSite}, the factory,
-not in a class attribute of the resource as in the textbook example.  With
-L{PersistentCounter} it survives restarts.
+The count lives in an L{ICounter} (see L{netdemos.counting}) owned by the
+L{CounterSite}, the factory, not in a class attribute of the resource as in the
+textbook example.  This module only speaks HTTP: it never asks where the
+numbers come from.
+
+A counter takes no request body, so its connections, L{GuardedChannel}s, refuse
+any request that has one without reading it, as well as oversize headers and
+headers that come too slowly: a hostile client costs bounded memory and time,
+and no disk.
 """
 
 from __future__ import annotations
 
-import os
+from collections import Counter
+from io import BytesIO
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocol,
+    ITLSTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -21,7 +33,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.counting import ICounter, MemoryCounter
 
 log = Logger()
 
@@ -29,120 +42,21 @@ log = Logger()
 # for a counter, and blunts slowloris-style clients that trickle a request.
 DEFAULT_IDLE_TIMEOUT = 60
 
+# A browser or a load generator sends a request's headers in one packet; even a
+# slow mobile link delivers 16 KiB of them in well under a second.  A client
+# still trickling its headers after 10 s is holding a connection, not asking.
+DEFAULT_HEADER_TIMEOUT = 10.0
 
-class RequestCounter:
-    """
-    Hand out request numbers, 1, 2, 3, ...
-    """
+# After refusing a request the server stops reading it but goes on draining
+# what the client is still sending, so that closing does not reset the
+# connection and destroy the answer before the client has read it.  The drain
+# is bounded, in bytes and in time, or a client could keep it going forever.
+LINGER_BYTES = 1024 * 1024
+LINGER_SECONDS = 2.0
 
-    def __init__(self, start: int = 0) -> None:
-        self.last = start
-
-    def next(self) -> int:
-        """
-        Take the next number.
-        """
-        self.last += 1
-        return self.last
-
-    def peek(self) -> int:
-        """
-        Say which number the next request will get, without taking it.
-        """
-        return self.last + 1
-
-    def save(self) -> None:
-        """
-        Keep the count for the next run; this one forgets it.
-        """
-
-
-class CounterFileError(Exception):
-    """
-    The counter file cannot be read or written.
-    """
-
-
-class PersistentCounter(RequestCounter):
-    """
-    A L{RequestCounter} whose count survives restarts, and never repeats a
-    number even after a crash.
-
-    Writing the count to disk on every request would cost an fsync each.
-    Instead the file holds a high-water mark: before handing out a number above
-    it, the counter reserves the next C{reserve} numbers by writing the new mark
-    (write a temporary file, fsync, rename over the old one: the file is always
-    either the old or the new mark, never half of one).  After a crash the next
-    run starts above the mark, so numbers may be skipped but never repeated; a
-    clean stop (L{save}) writes the exact count, so nothing is skipped.
-    """
-
-    def __init__(self, path: str, reserve: int = 1000) -> None:
-        self.path = path
-        self.reserve = reserve
-        super().__init__(readCount(path))
-        # Fail at startup, not on the first request, if the file is unwritable.
-        self._reserved = self.last
-        writeCount(path, self.last)
-
-    def next(self) -> int:
-        number = super().next()
-        if number > self._reserved:
-            # A synchronous write and fsync, on the reactor thread, once per
-            # block: a few milliseconds every thousand requests (measured in
-            # bench/), which keeps the code simple; a slow disk would stall
-            # every connection for that long.
-            self._reserved = number - 1 + self.reserve
-            writeCount(self.path, self._reserved)
-        return number
-
-    def save(self) -> None:
-        writeCount(self.path, self.last)
-        self._reserved = self.last
-        log.info("http: saved count {count} to {path}", count=self.last, path=self.path)
-
-
-def readCount(path: str) -> int:
-    """
-    Read the count in C{path}; a missing file counts as 0.
-    """
-    try:
-        with open(path, "rb") as f:
-            text = f.read(100)
-    except FileNotFoundError:
-        return 0
-    except OSError as e:
-        raise CounterFileError(f"cannot read {path}: {e.strerror}") from e
-    try:
-        count = int(text.strip())
-    except ValueError:
-        raise CounterFileError(
-            f"{path} does not hold a request count: {text[:20]!r}"
-        ) from None
-    if count < 0:
-        raise CounterFileError(f"{path} holds a negative count: {count}")
-    return count
-
-
-def writeCount(path: str, count: int) -> None:
-    """
-    Replace the count in C{path} atomically and durably.
-    """
-    temporary = f"{path}.tmp"
-    try:
-        with open(temporary, "wb") as f:
-            f.write(b"%d\n" % (count,))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-        # Make the rename itself durable.
-        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError as e:
-        raise CounterFileError(f"cannot write {path}: {e.strerror}") from e
+# Why a request was refused before it reached the resource: the labels of
+# netdemos_http_requests_refused_total.
+REFUSAL_REASONS = ("body", "headers", "host", "malformed", "timeout")
 
 
 def _body(number: int) -> bytes:
@@ -164,7 +78,7 @@ class CounterResource(Resource):
     isLeaf = True
     allowedMethods = (b"GET", b"HEAD")
 
-    def __init__(self, counter: RequestCounter) -> None:
+    def __init__(self, counter: ICounter) -> None:
         super().__init__()
         self._counter = counter
         self.requestsServed = 0
@@ -197,9 +111,235 @@ class CounterResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
 
 
-class CountedChannel(HTTPChannel):
+def plainResponse(
+    status: bytes, body: bytes, headers: bytes = b"", headOnly: bool = False
+) -> bytes:
     """
-    An HTTP/1.1 connection that its site counts while it is open.
+    A complete C{text/plain} response that closes the connection, written
+    without twisted.web's L{Request}: for answering before, or instead of,
+    reading a request.
+
+    @param status: the status code and reason, such as C{b"404 Not Found"}.
+    @param headers: extra header lines, each ending in CRLF.
+    @param headOnly: leave the body out (but not its length), as the answer
+        to a C{HEAD}.
+    """
+    head = (
+        b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n%s\r\n"
+        % (status, len(body), headers)
+    )
+    return head if headOnly else head + body
+
+
+class GuardedChannel(HTTPChannel):
+    """
+    An HTTP/1.1 connection for a site that never needs a request body: a
+    hostile client costs it bounded memory and time, and no disk.
+
+    It refuses, answers and closes, before any resource sees the request:
+      - a request with a body (C{Content-Length} above 0, or chunked): 413 for
+        C{GET} and C{HEAD}, 405 for any other method, without reading the body
+        (twisted.web would spool it to a temporary file first);
+      - request headers over C{totalHeadersSize} bytes, or a longer line, or
+        more than C{maxHeaders} of them: 431;
+      - an HTTP/1.1 request without exactly one C{Host} header: 400, as RFC
+        9112 requires (HTTP/1.0 needs none);
+      - a request whose headers have not all arrived C{site.headerTimeout}
+        seconds after its first byte: 408.  The idle timeout alone would not
+        do, because each byte restarts it: a client trickling a byte every 20
+        seconds would hold the connection forever;
+      - whatever twisted.web itself finds malformed: 400, as before.
+
+    Closing after a refusal is a lingering close: answer, shut down the
+    sending side, and read and discard what the client still sends, up to
+    L{LINGER_BYTES} or L{LINGER_SECONDS}, before closing.  Closing a socket
+    with unread data makes the kernel reset the connection, and a client may
+    then lose the answer before it reads it.
+
+    One timer per connection serves both deadlines (the headers', then the
+    drain's), and a new request moves it only later, which costs the reactor
+    nothing until it falls due.
+
+    @ivar site: the L{GuardedSite}, which holds the header timeout and counts
+        the refusals.
+    """
+
+    site: GuardedSite
+
+    _receivingHeaders = False
+    _deadline: IDelayedCall | None = None
+    # Bytes still to discard after a refusal; None while no refusal was made.
+    _lingerAllowance: int | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if not (
+            self._receivingHeaders
+            or self._handlingRequest
+            or self._lingerAllowance is not None
+        ):
+            self._startHeaderClock()
+        super().dataReceived(data)
+
+    def _startHeaderClock(self) -> None:
+        # The first byte of a request.  The new deadline is later than the
+        # previous request's, so reset() only notes it (moving a call sooner
+        # would search the reactor's whole heap).
+        self._receivingHeaders = True
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.reset(self.site.headerTimeout)
+        else:
+            self._deadline = self.callLater(
+                self.site.headerTimeout, self._deadlinePassed
+            )
+
+    def _deadlinePassed(self) -> None:
+        if self._lingerAllowance is not None:
+            self._abort()
+        elif self._receivingHeaders:
+            self._refuse(
+                "timeout",
+                b"408 Request Timeout",
+                b"408 Request Timeout: the request headers came too slowly\n",
+            )
+        # Otherwise the request it was set for had its headers in time.
+
+    def allHeadersReceived(self) -> None:
+        self._receivingHeaders = False
+        # HTTPChannel has parsed the request line into _command and _version,
+        # and the body's length into length: None when chunked.
+        method = self._command
+        if self.length != 0:
+            if method in (b"GET", b"HEAD"):
+                self._refuse(
+                    "body",
+                    b"413 Content Too Large",
+                    b"413 Content Too Large: send no request body\n",
+                    headOnly=method == b"HEAD",
+                )
+            else:
+                self._refuse(
+                    "body",
+                    b"405 Method Not Allowed",
+                    b"405 Method Not Allowed: use GET or HEAD\n",
+                    headers=b"Allow: GET, HEAD\r\n",
+                )
+            return
+        hosts = self.requests[-1].requestHeaders.getRawHeaders(b"host")
+        if (hosts is None and self._version == b"HTTP/1.1") or (
+            hosts is not None and len(hosts) > 1
+        ):
+            self._refuse(
+                "host",
+                b"400 Bad Request",
+                b"400 Bad Request: an HTTP/1.1 request needs one Host header\n",
+            )
+            return
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        # A request refused at its headers is answered already.
+        if self._lingerAllowance is None:
+            super().allContentReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._lingerAllowance is None:
+            super().rawDataReceived(data)
+            return
+        self._lingerAllowance -= len(data)
+        if self._lingerAllowance < 0:
+            self._abort()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuseOversizeHeaders()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # HTTPChannel's one answer to every bad request: a bare 400, then a
+        # close that may reset the connection before the client reads it.
+        if (
+            self._receivedHeaderSize > self.totalHeadersSize
+            or self._receivedHeaderCount > self.maxHeaders
+        ):
+            self._refuseOversizeHeaders()
+        else:
+            self._refuse(
+                "malformed",
+                b"400 Bad Request",
+                b"400 Bad Request: this is not an HTTP/1.1 request\n",
+            )
+
+    def _refuseOversizeHeaders(self) -> None:
+        self._refuse(
+            "headers",
+            b"431 Request Header Fields Too Large",
+            b"431 Request Header Fields Too Large: at most %d bytes\n"
+            % (self.totalHeadersSize,),
+        )
+
+    def _refuse(
+        self,
+        reason: str,
+        status: bytes,
+        body: bytes,
+        headers: bytes = b"",
+        headOnly: bool = False,
+    ) -> None:
+        """
+        Answer C{status} and close, reading nothing more of the request.
+
+        @param reason: why, one of L{REFUSAL_REASONS}.
+        """
+        if self._lingerAllowance is not None:
+            return  # refused already
+        # Counted, not logged: a flood of bad requests must not flood the log.
+        self.site.refused[reason] += 1
+        self._receivingHeaders = False
+        self._lingerAllowance = LINGER_BYTES
+        # From here the linger deadline governs, not the idle timeout.
+        self.setTimeout(None)
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = self.callLater(LINGER_SECONDS, self._deadlinePassed)
+        # Whatever else arrives goes to rawDataReceived, to be discarded.
+        self.setRawMode()
+        assert self.transport is not None
+        self.transport.write(plainResponse(status, body, headers, headOnly))
+        self._stopSending()
+
+    def _stopSending(self) -> None:
+        # ITransport names less than stream transports offer.
+        transport: Any = self.transport
+        # A transport sends its FIN only once no producer is registered.
+        transport.unregisterProducer()
+        if ITLSTransport.providedBy(transport):
+            # TLS's own close, a close_notify, reads on until the client's.
+            transport.loseConnection()
+        elif hasattr(transport, "loseWriteConnection"):
+            transport.loseWriteConnection()
+        else:
+            transport.loseConnection()
+
+    def _abort(self) -> None:
+        transport: Any = self.transport
+        transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        super().connectionLost(reason)
+
+    def _protocolUpgradeForWebsockets(self, protocol: IProtocol) -> None:
+        # The connection becomes a WebSocket's (see netdemos.web), and this
+        # channel never hears of it again, not even connectionLost: the
+        # headers' deadline, met already, must not outlive it.
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        super()._protocolUpgradeForWebsockets(protocol)
+
+
+class CountedChannel(GuardedChannel):
+    """
+    A L{GuardedChannel} that its site counts while it is open.
     """
 
     site: CounterSite
@@ -231,20 +371,54 @@ class ServiceUnavailable(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        body = b"503 Service Unavailable: too many connections\n"
         self.transport.write(
-            b"HTTP/1.1 503 Service Unavailable\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s"
-            % (len(body), body)
+            plainResponse(
+                b"503 Service Unavailable",
+                b"503 Service Unavailable: too many connections\n",
+                b"Retry-After: 1\r\n",
+            )
         )
         self.transport.loseConnection()
 
 
-class CounterSite(Site):
+class GuardedSite(Site):
     """
-    The HTTP factory: a L{Site} that owns the L{RequestCounter} and counts its
-    connections.
+    A L{Site} for resources that take no request body, served over
+    L{GuardedChannel}s.
+
+    @ivar headerTimeout: seconds a request has, from its first byte, to send
+        all its headers.
+    @ivar refused: requests refused before any resource saw them, by reason
+        (see L{REFUSAL_REASONS}).
+    """
+
+    # Plain HTTP/1.1 channels: this gives up twisted.web's HTTP/2 negotiation,
+    # which only applies to TLS with the h2 package anyway.
+    protocol = GuardedChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: Any,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource, **kwargs)
+        self.headerTimeout = headerTimeout
+        self.refused: Counter[str] = Counter()
+
+    def getContentFile(self, length: int | None) -> BytesIO:
+        """
+        Where twisted.web keeps a request's body: in memory, never in the
+        temporary file it uses for a long one, because a L{GuardedChannel}
+        refuses every request that has a body before it reads any.
+        """
+        return BytesIO()
+
+
+class CounterSite(GuardedSite):
+    """
+    The HTTP factory: a L{GuardedSite} that owns the L{ICounter} and
+    counts its connections.
 
     Per-request access logging is off unless asked for: writing a log line per
     request roughly halves throughput, and a load-test target rarely wants it.
@@ -253,31 +427,36 @@ class CounterSite(Site):
     @ivar counterResource: the resource answering every request.
     """
 
-    # Plain HTTP/1.1 channels, which we can count; this gives up twisted.web's
-    # HTTP/2 negotiation, which only applies to TLS with the h2 package anyway.
-    protocol = CountedChannel  # type: ignore[assignment]
+    protocol = CountedChannel
 
     def __init__(
         self,
-        counter: RequestCounter | None = None,
+        counter: ICounter | None = None,
         accessLog: str | None = None,
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
         timeout: float = DEFAULT_IDLE_TIMEOUT,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         """
         @param accessLog: L{None} for no access log, C{"-"} for the twistd log,
             or the path of a file to append to.
         @param timeout: seconds an HTTP connection may stay idle.
+        @param headerTimeout: seconds a request has, from its first byte, to
+            send all its headers.
         """
         # Not "counter": Site already uses that name for its session ids.
-        self.requestCounter = counter if counter is not None else RequestCounter()
+        self.requestCounter = counter if counter is not None else MemoryCounter()
         self.counterResource = CounterResource(self.requestCounter)
         self.connections = Connections(maxConnections)
         self._accessLogEnabled = accessLog is not None
         logPath = None if accessLog in (None, "-") else accessLog
         super().__init__(
-            self.counterResource, logPath=logPath, timeout=timeout, **kwargs
+            self.counterResource,
+            headerTimeout=headerTimeout,
+            logPath=logPath,
+            timeout=timeout,
+            **kwargs,
         )
 
     def buildProtocol(  # type: ignore[override]

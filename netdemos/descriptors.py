@@ -28,7 +28,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import ILogObserver, LogEvent, Logger
 from zope.interface import implementer
 
-from netdemos.limits import Connections
+from netdemos.connections import Connections
 
 log = Logger()
 

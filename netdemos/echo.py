@@ -24,7 +24,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
 
 log = Logger()
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
-from typing import Protocol as TypingProtocol
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import (
@@ -31,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from netdemos.limits import Connections
+from netdemos.connections import Drainable
 from netdemos.notify import Notifier
 
 log = Logger()
@@ -56,16 +55,6 @@ class StartupError(SystemExit, Exception):
     then re-raises it; as a L{SystemExit}, Python then prints just the message
     and exits with status 1, instead of printing a traceback.
     """
-
-
-class Drainable(TypingProtocol):
-    """
-    What a service's factory offers for a graceful stop.
-    """
-
-    connections: Connections
-
-    def close(self) -> Deferred[None]: ...
 
 
 class NetdemosService(MultiService):

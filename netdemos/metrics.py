@@ -3,7 +3,9 @@ Metrics and health checks, served on their own endpoints (C{--metrics}).
 
 C{/metrics} is the Prometheus text format, produced by the official
 C{prometheus-client} library.  The figures are read from the services' own
-counters only when scraped, so metrics cost nothing per request or message.
+counters only when scraped, so metrics cost nothing per request or message;
+and at most once a second, so that scraping in a loop costs next to nothing
+either.
 C{/livez} answers 200 while the reactor runs; C{/readyz} answers 200 once every
 listener is up and 503 while the server drains.
 """
@@ -17,25 +19,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
 
 from netdemos.chat.tcp import ChatFactory
+from netdemos.connections import Connections
 from netdemos.counter import (
     DEFAULT_IDLE_TIMEOUT,
+    REFUSAL_REASONS,
     CountedChannel,
     CounterSite,
+    GuardedSite,
     ServiceUnavailable,
 )
 from netdemos.descriptors import ADMIN_MAX_CONNECTIONS
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
-from netdemos.limits import Connections
-from netdemos.web import WebSite
 
 
 class NetdemosCollector(Collector):
@@ -46,14 +48,8 @@ class NetdemosCollector(Collector):
     peer address.
     """
 
-    def __init__(
-        self,
-        echo: EchoFactory | None,
-        http: CounterSite | None,
-        chat: ChatFactory | None,
-        web: WebSite | None = None,
-    ) -> None:
-        self._echo, self._http, self._chat, self._web = echo, http, chat, web
+    def __init__(self, server: NetdemosService) -> None:
+        self._server = server
         # Set once the site serving these metrics is built.
         self.admin: QuietSite | None = None
 
@@ -69,17 +65,11 @@ class NetdemosCollector(Collector):
             "Connections turned away.",
             labels=["service", "reason"],
         )
-        services = (
-            ("echo", self._echo),
-            ("http", self._http),
-            ("chat", self._chat),
-            ("web", self._web),
-            ("metrics", self.admin),
-        )
-        for name, factory in services:
-            if factory is None:
-                continue
-            connections = factory.connections
+        factories = self._server.factories
+        services = [(name, each.connections) for name, each in factories.items()]
+        if self.admin is not None:
+            services.append(("metrics", self.admin.connections))
+        for name, connections in services:
             total.add_metric([name], connections.total)
             active.add_metric([name], len(connections))
             # "fd": accept(2) ran out of file descriptors (descriptors.py).
@@ -87,20 +77,31 @@ class NetdemosCollector(Collector):
                 rejected.add_metric([name, reason], connections.rejected[reason])
         yield from (total, active, rejected)
 
-        if self._echo is not None:
+        echo = factories.get("echo")
+        if isinstance(echo, EchoFactory):
             yield CounterMetricFamily(
                 "netdemos_echo_bytes",
                 "Bytes echoed.",
-                value=self._echo.bytesEchoed,
+                value=echo.bytesEchoed,
             )
-        if self._http is not None:
+        http = factories.get("http")
+        if isinstance(http, CounterSite):
             yield CounterMetricFamily(
                 "netdemos_http_requests",
                 "HTTP requests answered by this process.",
-                value=self._http.counterResource.requestsServed,
+                value=http.counterResource.requestsServed,
             )
-        if self._chat is not None:
-            room = self._chat.room
+            refused = CounterMetricFamily(
+                "netdemos_http_requests_refused",
+                "HTTP requests refused before they were served.",
+                labels=["reason"],
+            )
+            for reason in REFUSAL_REASONS:
+                refused.add_metric([reason], http.refused[reason])
+            yield refused
+        chat = factories.get("chat")
+        if isinstance(chat, ChatFactory):
+            room = chat.room
             yield CounterMetricFamily(
                 "netdemos_chat_messages",
                 "Chat lines relayed to the room.",
@@ -117,15 +118,31 @@ class NetdemosCollector(Collector):
 
 
 class MetricsPage(Resource):
-    isLeaf = True
+    """
+    C{/metrics}, rendered at most once every C{maxAge} seconds.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    Rendering reads C{/proc} and formats every figure, about a millisecond;
+    a client scraping in a loop would otherwise take the reactor from every
+    other service.  Prometheus scrapes every 15 s or so, and never notices.
+    """
+
+    isLeaf = True
+    maxAge = 1.0
+
+    def __init__(self, registry: CollectorRegistry, clock: IReactorTime) -> None:
         super().__init__()
         self._registry = registry
+        self._clock = clock
+        self._rendered = b""
+        self._renderedAt: float | None = None
 
     def render_GET(self, request: IRequest) -> bytes:
+        now = self._clock.seconds()
+        if self._renderedAt is None or now - self._renderedAt >= self.maxAge:
+            self._rendered = generate_latest(self._registry)
+            self._renderedAt = now
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self._registry)
+        return self._rendered
 
 
 class HealthPage(Resource):
@@ -150,37 +167,37 @@ class HealthPage(Resource):
         return b"ok\n"
 
 
-def makeAdminSite(
-    server: NetdemosService,
-    echo: EchoFactory | None,
-    http: CounterSite | None,
-    chat: ChatFactory | None,
-    web: WebSite | None = None,
-) -> QuietSite:
+def makeAdminSite(server: NetdemosService) -> QuietSite:
     """
-    Build the site that serves C{/metrics}, C{/livez} and C{/readyz}.
+    Build the site that serves C{/metrics}, C{/livez} and C{/readyz} for the
+    services in C{server.factories}, on the server's clock.
     """
     registry = CollectorRegistry()
-    collector = NetdemosCollector(echo, http, chat, web)
+    collector = NetdemosCollector(server)
     registry.register(collector)
     ProcessCollector(registry=registry)
     root = Resource()
-    root.putChild(b"metrics", MetricsPage(registry))
+    root.putChild(b"metrics", MetricsPage(registry, server.clock))
     root.putChild(b"livez", HealthPage(server, readiness=False))
     root.putChild(b"readyz", HealthPage(server, readiness=True))
-    collector.admin = QuietSite(root, timeout=DEFAULT_IDLE_TIMEOUT)
+    collector.admin = QuietSite(
+        root, timeout=DEFAULT_IDLE_TIMEOUT, reactor=server.clock
+    )
     return collector.admin
 
 
-class QuietSite(Site):
+class QuietSite(GuardedSite):
     """
     The metrics and health site: no access log, as probes every few seconds
     would flood it; and a small connection limit of its own, past which it
     answers 503, so that it needs few file descriptors and can keep them
     however many the other services hold (see L{netdemos.descriptors}).
+
+    A L{GuardedSite}, like the counter: no health check sends a body, and a
+    client that does should not fill the disk through this port either.
     """
 
-    protocol = CountedChannel  # type: ignore[assignment]
+    protocol = CountedChannel
 
     def __init__(
         self,

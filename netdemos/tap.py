@@ -9,14 +9,25 @@ that service's endpoints, as C{twisted.web.tap} does.
 from __future__ import annotations
 
 import importlib.util
-import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import strports
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from netdemos import counter, descriptors, echo, lifecycle, limits, web, websocket
+from netdemos import (
+    connections,
+    counter,
+    counting,
+    descriptors,
+    echo,
+    hangup,
+    lifecycle,
+    web,
+    websocket,
+)
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
 from netdemos.notify import Notifier
@@ -36,25 +47,111 @@ DEFAULT_LISTEN_BACKLOG = 1024
 _BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
 
 
-def _positiveInt(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} is not a positive whole number")
-    return number
+# The largest value of each numeric option, stated in --help.  Each is far
+# beyond any sensible setting, so it only stops a typo or a runaway script:
+# - a chat line is written and read by people, and each client may hold one
+#   part-read line in memory: 1 MiB is some 500 pages of text;
+# - 1 GiB of unsent output waiting for one chat client, times a crowd of
+#   them, is more memory than any host has;
+# - a process cannot hold more than 1,048,576 descriptors on Linux
+#   (fs.nr_open, by default), so a million connections per service is past
+#   what can ever be open;
+# - a million lines a second from one chat client, or a burst of a million,
+#   is no limit at all; 0 lifts the rate limit on purpose;
+# - 64 GiB of unsent output for the whole room is more than a test target's
+#   host should ever give it;
+# - a WebSocket message of 1 GiB, held whole in memory, times a crowd of
+#   clients, is more memory than any host has;
+# - an idle timeout (or a WebSocket ping interval) of more than a week is no
+#   timeout, which is the default;
+# - five minutes to send a request's headers is already a slowloris's dream;
+# - a stop that drains for more than an hour holds up every deploy, and
+#   systemd gives up after 90 s unless told otherwise.
+# The timeouts' lower bound, a millisecond, is there to refuse zero.
+MIN_TIMEOUT = 0.001
+MAX_LINE_LIMIT = 1024 * 1024
+CHAT_BACKLOG_LIMIT = 1024**3
+WS_MAX_MESSAGE_LIMIT = 1024**3
+MAX_CONNECTIONS_LIMIT = 1_000_000
+IDLE_TIMEOUT_LIMIT = 7 * 24 * 3600
+HTTP_HEADER_TIMEOUT_LIMIT = 300
+SHUTDOWN_TIMEOUT_LIMIT = 3600
+CHAT_RATE_LIMIT = 1_000_000
+CHAT_BURST_LIMIT = 1_000_000
+CHAT_MEMORY_LIMIT = 64 * 1024**3
+
+_WHOLE_NUMBER = re.compile(r"[0-9]+")
+_DECIMAL_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 
-def _rate(value: str) -> float:
-    number = float(value)
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"{value} is not a rate: use 0 (no limit) or more")
-    return number
+def boundedInt(low: int, high: int) -> Callable[[str], int]:
+    """
+    Make the C{coerce} function of a C{usage.Options} parameter that takes a
+    whole number from C{low} to C{high}.
+
+    Only ASCII digits are accepted: C{int()} would also take C{1_000}, C{+5},
+    C{" 7 "} and other scripts' digits.  Twisted appends the range to the
+    option's C{--help} text, after a full stop.
+    """
+
+    def coerce(value: str) -> int:
+        try:
+            number = int(value) if _WHOLE_NUMBER.fullmatch(value) else None
+        except ValueError:  # int() refuses numbers of thousands of digits
+            number = None
+        if number is None or not low <= number <= high:
+            raise ValueError(
+                f"{_shorten(value)} is not a whole number from {low} to {high}"
+            )
+        return number
+
+    coerce.coerceDoc = f"From {low} to {high}."  # type: ignore[attr-defined]
+    return coerce
 
 
-def _seconds(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError(f"{value} is not a positive number of seconds")
-    return number
+def boundedRate(low: float, high: float) -> Callable[[str], float]:
+    """
+    Make the C{coerce} function of a C{usage.Options} parameter that takes a
+    number of lines a second from C{low} to C{high}, such as C{10} or C{0.5};
+    like L{boundedSeconds}, decimal numbers only.
+    """
+
+    def coerce(value: str) -> float:
+        if not (_DECIMAL_NUMBER.fullmatch(value) and low <= float(value) <= high):
+            raise ValueError(
+                f"{_shorten(value)} is not a rate from {low:g} to {high:g} a second"
+            )
+        return float(value)
+
+    coerce.coerceDoc = f"From {low:g} to {high:g} a second."  # type: ignore[attr-defined]
+    return coerce
+
+
+def boundedSeconds(low: float, high: float) -> Callable[[str], float]:
+    """
+    Make the C{coerce} function of a C{usage.Options} parameter that takes a
+    number of seconds from C{low} to C{high}, such as C{30} or C{2.5}.
+
+    Only decimal numbers are accepted: C{float()} would also take C{inf} and
+    C{nan}, which break the reactor's timers, and C{1e3} or C{1_000}.  Twisted
+    appends the range to the option's C{--help} text, after a full stop.
+    """
+
+    def coerce(value: str) -> float:
+        # The range check also refuses a string of digits too long for a float,
+        # which float() turns into inf.
+        if not (_DECIMAL_NUMBER.fullmatch(value) and low <= float(value) <= high):
+            raise ValueError(
+                f"{_shorten(value)} is not a number of seconds from {low:g} to {high:g}"
+            )
+        return float(value)
+
+    coerce.coerceDoc = f"From {low:g} to {high:g} seconds."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _shorten(value: str, length: int = 30) -> str:
+    return value if len(value) <= length else value[:length] + "..."
 
 
 def normalizeEndpoint(description: str) -> str:
@@ -96,7 +193,7 @@ class Options(usage.Options):
             chat.DEFAULT_MAX_LINE,
             "Longest chat line in bytes; a longer one is discarded and its"
             " sender told (e.g. --max-line=512).",
-            _positiveInt,
+            boundedInt(1, MAX_LINE_LIMIT),
         ],
         [
             "chat-backlog",
@@ -104,7 +201,7 @@ class Options(usage.Options):
             chat.DEFAULT_BACKLOG,
             "Bytes of unsent output a chat client may have waiting before it is"
             " dropped as too slow (e.g. --chat-backlog=262144).",
-            _positiveInt,
+            boundedInt(1, CHAT_BACKLOG_LIMIT),
         ],
         [
             "chat-rate",
@@ -113,7 +210,7 @@ class Options(usage.Options):
             "Lines a second each chat client may send on average, commands"
             " included; faster senders are slowed by pausing their reads, and 0"
             " lifts the limit, for load tests (e.g. --chat-rate=0).",
-            _rate,
+            boundedRate(0, CHAT_RATE_LIMIT),
         ],
         [
             "chat-burst",
@@ -121,7 +218,7 @@ class Options(usage.Options):
             chat.DEFAULT_BURST,
             "Lines a chat client may send at once before --chat-rate applies"
             " (e.g. --chat-burst=200).",
-            _positiveInt,
+            boundedInt(1, CHAT_BURST_LIMIT),
         ],
         [
             "chat-memory",
@@ -129,7 +226,7 @@ class Options(usage.Options):
             chatroom.DEFAULT_MEMORY,
             "Bytes of unsent output the whole chat room may hold; past it the"
             " clients furthest behind are dropped (e.g. --chat-memory=16777216).",
-            _positiveInt,
+            boundedInt(1, CHAT_MEMORY_LIMIT),
         ],
         [
             "ws-max-message",
@@ -138,7 +235,7 @@ class Options(usage.Options):
             "Longest WebSocket message /echo takes, in bytes; a longer one"
             " closes the connection with code 1009 (/chat takes --max-line)"
             " (e.g. --ws-max-message=65536).",
-            _positiveInt,
+            boundedInt(1, WS_MAX_MESSAGE_LIMIT),
         ],
         [
             "ws-ping",
@@ -146,27 +243,37 @@ class Options(usage.Options):
             websocket.DEFAULT_PING_INTERVAL,
             "Ping a WebSocket client quiet for this many seconds, and close it"
             " if it is still quiet as long again (e.g. --ws-ping=20).",
-            _seconds,
+            boundedSeconds(MIN_TIMEOUT, IDLE_TIMEOUT_LIMIT),
         ],
         [
             "max-connections",
             None,
-            limits.DEFAULT_MAX_CONNECTIONS,
+            connections.DEFAULT_MAX_CONNECTIONS,
             "Most connections at once, per service; past it echo closes, chat"
             " says '! server full' and HTTP and web answer 503"
             " (e.g. --max-connections=500).  Lowered at startup, with a"
             " warning, to what the open-file limit can hold.",
-            _positiveInt,
+            boundedInt(1, MAX_CONNECTIONS_LIMIT),
         ],
         [
             "idle-timeout",
             None,
             None,
+            # No full stop at the end: Twisted adds one before the range.
             "Close echo, chat and WebSocket clients silent for this many"
             " seconds; off by"
             " default (e.g. --idle-timeout=300). HTTP always closes idle"
-            f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s.",
-            _seconds,
+            f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s",
+            boundedSeconds(MIN_TIMEOUT, IDLE_TIMEOUT_LIMIT),
+        ],
+        [
+            "http-header-timeout",
+            None,
+            counter.DEFAULT_HEADER_TIMEOUT,
+            "Seconds an HTTP client has, from a request's first byte, to send"
+            " all its headers; a slower one gets 408"
+            " (e.g. --http-header-timeout=5).",
+            boundedSeconds(MIN_TIMEOUT, HTTP_HEADER_TIMEOUT_LIMIT),
         ],
         [
             "shutdown-timeout",
@@ -174,7 +281,7 @@ class Options(usage.Options):
             lifecycle.DEFAULT_SHUTDOWN_TIMEOUT,
             "On SIGTERM, seconds to let clients finish before dropping them"
             " (e.g. --shutdown-timeout=30).",
-            _seconds,
+            boundedSeconds(MIN_TIMEOUT, SHUTDOWN_TIMEOUT_LIMIT),
         ],
         [
             "counter-file",
@@ -266,6 +373,19 @@ class Options(usage.Options):
         return endpoints
 
 
+def reactorOrGlobal(reactor: Any) -> Any:
+    """
+    C{reactor}, or if it is L{None} the global reactor, imported only now:
+    importing it when this module loads would install the default reactor
+    before C{twistd --reactor=...} has chosen one.
+    """
+    if reactor is not None:
+        return reactor
+    from twisted.internet import reactor as installed
+
+    return installed
+
+
 def checkEndpoint(name: str, description: str, reactor: Any = None) -> None:
     """
     Parse C{description} as a server endpoint, or explain in one line why not.
@@ -273,11 +393,7 @@ def checkEndpoint(name: str, description: str, reactor: Any = None) -> None:
     Parsing does not listen (the reactor is only stored in the endpoint), but
     it does check the port number, the options, and for C{ssl:} the key files.
     """
-    if reactor is None:
-        from twisted.internet import reactor as _reactor
-
-        reactor = _reactor
-
+    reactor = reactorOrGlobal(reactor)
     if description.startswith("ssl:") and not _haveTLS():
         raise usage.UsageError(
             f"--{name}={description}: TLS needs pyOpenSSL and service_identity:"
@@ -301,15 +417,17 @@ def _haveTLS() -> bool:
 
 def checkCounterFile(path: str) -> None:
     """
-    Refuse a counter file that cannot be read or could not be written.
+    Refuse a counter file that cannot be read, does not hold a count, or could
+    not be written, before anything else happens, leaving the file as it is.
+
+    @raise lifecycle.StartupError: saying why in one line.  Not a
+        L{usage.UsageError}: twistd prints its whole usage text before one of
+        those, which says nothing about a file's contents.
     """
     try:
-        counter.readCount(path)
-    except counter.CounterFileError as e:
-        raise usage.UsageError(f"--counter-file: {e}") from e
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise usage.UsageError(f"--counter-file: cannot write in {directory}")
+        counting.FileCounter.check(path)
+    except counting.CounterFileError as e:
+        raise lifecycle.StartupError(f"netdemos: --counter-file: {e}") from e
 
 
 def makeService(
@@ -323,16 +441,21 @@ def makeService(
     @param openFiles: the open-file limit to raise and fit the connection
         limits to; this process's by default.
     """
-    if reactor is None:
-        from twisted.internet import reactor as _reactor
-
-        reactor = _reactor
+    # A signal handler belongs to the whole process: only the server that runs
+    # on the global reactor, as under twistd, installs one; a test's
+    # MemoryReactor never does.
+    handleSignals = reactor is None
+    reactor = reactorOrGlobal(reactor)
     if openFiles is None:
         openFiles = descriptors.ProcessOpenFileLimit()
 
     server = lifecycle.NetdemosService(
         reactor, Notifier(), shutdownTimeout=options["shutdown-timeout"]
     )
+    if handleSignals:
+        # It starts with the others, and its handler stays installed to the
+        # end, so that a SIGHUP during the drain is handled, not fatal.
+        hangup.HangupService(reactor).setServiceParent(server)
     maxConnections = options["max-connections"]
     requestCounter = makeCounter(options["counter-file"] if options["http"] else None)
     server.onStopped.append(requestCounter.save)
@@ -344,6 +467,7 @@ def makeService(
         requestCounter,
         accessLog=options["access-log"],
         maxConnections=maxConnections,
+        headerTimeout=options["http-header-timeout"],
         reactor=reactor,
     )
     chatFactory = chat.ChatFactory(
@@ -365,6 +489,7 @@ def makeService(
         pingInterval=options["ws-ping"],
         origins=frozenset(options["web-origin"]),
         idleTimeout=options["idle-timeout"],
+        headerTimeout=options["http-header-timeout"],
     )
 
     factories: dict[str, Any] = {
@@ -382,13 +507,7 @@ def makeService(
     if options["metrics"]:
         from netdemos.metrics import makeAdminSite
 
-        admin = makeAdminSite(
-            server,
-            echoFactory if options["echo"] else None,
-            site if options["http"] else None,
-            chatFactory if options["chat"] else None,
-            webSite if options["web"] else None,
-        )
+        admin = makeAdminSite(server)
         factories["metrics"] = admin
         for description in options["metrics"]:
             listen(server.admin, "metrics", description, admin, reactor)
@@ -402,17 +521,20 @@ def makeService(
             ceiling=descriptors.usableOpenFiles(reactor),
         )
     except ValueError as e:
-        raise SystemExit(f"netdemos: {e}") from e
+        raise lifecycle.StartupError(f"netdemos: {e}") from e
     return server
 
 
-def makeCounter(path: str | None) -> counter.RequestCounter:
+def makeCounter(path: str | None) -> counting.ICounter:
+    """
+    The counter the options ask for: in memory, or in the file at C{path}.
+    """
     if path is None:
-        return counter.RequestCounter()
+        return counting.MemoryCounter()
     try:
-        return counter.PersistentCounter(path)
-    except counter.CounterFileError as e:
-        raise SystemExit(f"netdemos: --counter-file: {e}") from e
+        return counting.FileCounter(path)
+    except counting.CounterFileError as e:
+        raise lifecycle.StartupError(f"netdemos: --counter-file: {e}") from e
 
 
 def listen(

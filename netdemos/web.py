@@ -30,13 +30,19 @@ from twisted.python.failure import Failure
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from twisted.web.websocket import WebSocketResource
 
 from netdemos.chat.member import MemberSettings
 from netdemos.chat.websocket import ChatSocketFactory
-from netdemos.counter import DEFAULT_IDLE_TIMEOUT, CountedChannel, ServiceUnavailable
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.counter import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    CountedChannel,
+    GuardedSite,
+    ServiceUnavailable,
+)
 from netdemos.websocket import (
     DEFAULT_MAX_MESSAGE,
     DEFAULT_PING_INTERVAL,
@@ -246,15 +252,17 @@ def renderPage(maxLine: int) -> Resource:
     return root
 
 
-class WebSite(Site):
+class WebSite(GuardedSite):
     """
-    The web factory: a L{Site} serving the page, C{/chat} and C{/echo}, and
-    counting its connections, HTTP and WebSocket alike.
+    The web factory: a L{GuardedSite} serving the page, C{/chat} and C{/echo},
+    and counting its connections, HTTP and WebSocket alike.  Its HTTP side is
+    guarded as the counter's is: a WebSocket handshake is a C{GET} without a
+    body.
 
     @ivar connections: the live connections, whether still HTTP or upgraded.
     """
 
-    protocol = CountedChannel  # type: ignore[assignment]
+    protocol = CountedChannel
 
     def __init__(
         self,
@@ -265,6 +273,7 @@ class WebSite(Site):
         pingInterval: float = DEFAULT_PING_INTERVAL,
         origins: frozenset[str] = frozenset(),
         idleTimeout: float | None = None,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
         """
         @param chat: the room, and the settings of its members.
@@ -274,6 +283,8 @@ class WebSite(Site):
             WebSocket, as L{normalizeOrigin} writes them.
         @param idleTimeout: seconds of silence before a WebSocket is closed,
             or L{None} to let idle ones stay.
+        @param headerTimeout: seconds a request has, from its first byte, to
+            send all its headers.
         """
         self.room = chat.room
         self.connections = Connections(maxConnections)
@@ -293,7 +304,12 @@ class WebSite(Site):
                 origins,
             ),
         )
-        super().__init__(root, timeout=DEFAULT_IDLE_TIMEOUT, reactor=clock)
+        super().__init__(
+            root,
+            headerTimeout=headerTimeout,
+            timeout=DEFAULT_IDLE_TIMEOUT,
+            reactor=clock,
+        )
 
     def buildProtocol(  # type: ignore[override]
         self, addr: IAddress | None

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from twisted.web.websocket import WebSocketTransport
 
-from netdemos.limits import Connections
+from netdemos.connections import Connections
 
 log = Logger()
 

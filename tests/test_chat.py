@@ -4,7 +4,8 @@ Unit tests for L{netdemos.chat}: clients on string transports, a fake clock.
 
 from __future__ import annotations
 
-from chat_support import Room, received
+from support.chat import Room, received
+from support.transport import PEER, connectProtocol
 from twisted.internet.address import UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -20,7 +21,7 @@ from netdemos.chat import tcp as chat
 from netdemos.chat.lines import LineBuffer, clean
 from netdemos.chat.rate import TokenBucket
 from netdemos.chat.room import IMember
-from netdemos.chat.tcp import ChatClient
+from netdemos.chat.tcp import ChatClient, RoomFull
 
 
 class LineBufferTests(SynchronousTestCase):
@@ -241,6 +242,33 @@ class ChatRoomTests(SynchronousTestCase):
         self.assertEqual(received(bobT), [b"* 127.0.0.1:40001 left"])
         self.assertEqual(len(room.room), 1)
 
+    def test_lateCloseOfALeaverSparesTheNewHolderOfItsNick(self) -> None:
+        """
+        A client that has sent /quit leaves the room at once, but its
+        connection closes only once its last lines are sent; by then another
+        client may have taken its nick.  That late close must not take the
+        newcomer out of the room, which would leave it connected but missing
+        from /who and hearing nothing.
+        """
+        room = Room()
+        quitter, quitterT = room.connect(lingers=True)
+        newcomer, newcomerT = room.connect()
+        other, otherT = room.connect()
+        quitter.dataReceived(b"/nick alice\n/quit\n")
+        self.assertTrue(quitterT.disconnecting)
+        newcomer.dataReceived(b"/nick alice\n")
+        received(newcomerT), received(otherT)
+
+        quitterT.finishClosing()
+
+        self.assertEqual(room.room.names(), ["127.0.0.1:40003", "alice"])
+        self.assertEqual(received(otherT), [])
+        other.dataReceived(b"still there, alice?\n")
+        newcomer.dataReceived(b"yes\n")
+        heard = [b"<127.0.0.1:40003> still there, alice?", b"<alice> yes"]
+        self.assertEqual(received(newcomerT), heard)
+        self.assertEqual(received(otherT), heard)
+
     def test_overlongLineIsDroppedAndConnectionKept(self) -> None:
         """
         The sender of an over-long line is told, nobody receives any of it, it
@@ -258,6 +286,76 @@ class ChatRoomTests(SynchronousTestCase):
         self.assertEqual(received(bobT), [b"<127.0.0.1:40001> short"])
         self.assertTrue(aliceT.connected)
 
+    def test_overlongLineInPiecesIsReportedOnceAndLinesAroundItKept(self) -> None:
+        """
+        An over-long line that arrives over several reads, its end in the same
+        read as the next lines, is reported to its sender once and reaches
+        nobody; the lines before and after it, in the same reads, are relayed,
+        even when another over-long line comes between them.
+
+        TCP splits a stream wherever it likes: how a long line is cut up must
+        not change what the room hears, nor how often its sender is told.
+        """
+        room = Room(maxLine=10)
+        alice, aliceT = room.connect()
+        _, bobT = room.connect()
+        received(aliceT), received(bobT)
+        for chunk in (
+            b"before\n" + b"x" * 8,
+            b"x" * 8,
+            b"x" * 50,
+            b"x" * 3 + b"\nafter\n" + b"y" * 11 + b"\nlast\n",
+        ):
+            alice.dataReceived(chunk)
+        tooLong = b"! line too long: over 10 bytes, discarded"
+        self.assertEqual(
+            received(aliceT),
+            [
+                b"<127.0.0.1:40001> before",
+                tooLong,
+                b"<127.0.0.1:40001> after",
+                tooLong,
+                b"<127.0.0.1:40001> last",
+            ],
+        )
+        self.assertEqual(
+            received(bobT),
+            [
+                b"<127.0.0.1:40001> before",
+                b"<127.0.0.1:40001> after",
+                b"<127.0.0.1:40001> last",
+            ],
+        )
+
+    def test_joinsAndDeparturesAnnouncedUpToAThousand(self) -> None:
+        """
+        With the default limit (1000, as the README says), a join or departure
+        is announced exactly when the room, counting that client, holds at most
+        1000: the 1000th arrival is announced, the 1001st is not, nor is its
+        departure, and once the room is back to 1000 the next departure is.
+
+        Too low a limit would hide who comes and goes in an ordinary room; too
+        high, or none, and a crowd arriving costs O(N * N) writes.
+        """
+        # Every one, however fast they come: the rate is tested on its own.
+        self.patch(chatroom, "ANNOUNCE_BURST", 10_000)
+        room = Room()
+        _, watcherT = room.connect()
+        others = [room.connect() for _ in range(999)]
+        self.assertEqual(
+            received(watcherT)[-1], b"* 127.0.0.1:41000 joined (1000 in the room)"
+        )
+        for _, transport in others:
+            transport.clear()
+        _, crowdT = room.connect()
+        self.assertEqual(received(watcherT), [])
+        self.assertIn(b"(1001 in the room)", received(crowdT)[0])
+        crowdT.loseConnection()
+        self.assertEqual(received(watcherT), [])
+        others[0][1].loseConnection()
+        self.assertEqual(received(watcherT), [b"* 127.0.0.1:40002 left"])
+        self.assertEqual(len(room.room), 999)
+
     def test_joinAndLeaveAreLogged(self) -> None:
         events = EventLoggingObserver.createWithCleanup(
             self,  # type: ignore[arg-type]
@@ -273,6 +371,24 @@ class ChatRoomTests(SynchronousTestCase):
                 ("chat: {name} {why} ({count} in the room)", "127.0.0.1:40001"),
             ],
         )
+
+    def test_whatIsNotAnnouncedIsNotLoggedOneByOne(self) -> None:
+        """
+        In a crowd, joins, departures and renames are neither announced nor
+        logged one by one: a crowd arriving would otherwise cost a log line
+        each, most of the reactor's time and the log's disk.
+        """
+        self.patch(chatroom, "ANNOUNCE_LIMIT", 2)
+        room = Room()
+        room.connect(), room.connect()
+        events = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+        third, transport = room.connect()
+        third.dataReceived(b"/nick third\n")
+        transport.loseConnection()
+        self.assertEqual([e["log_format"] for e in events], [])
 
 
 class SlowConsumerTests(SynchronousTestCase):
@@ -340,6 +456,45 @@ class SlowConsumerTests(SynchronousTestCase):
             reader.resumeProducing()
         self.assertTrue(readerT.connected)
         self.assertFalse(readerT.disconnecting)
+
+    def test_onlyOutputWhilePausedCountsAndEachResumeRestartsTheCount(self) -> None:
+        """
+        What is sent while the transport is not paused never counts towards
+        the backlog, and each resume starts the count again; but a reader
+        that stalls again is still dropped once more than the backlog has
+        waited for it since it last caught up.
+
+        Driven through the producer the transport holds, with lines from
+        another client, as in a room: a reader that falls behind now and then
+        must not be dropped for the total it was sent.
+        """
+        room = Room(backlog=100)
+        reader, readerT = room.connect()
+        talker, talkerT = room.connect()
+        received(readerT), received(talkerT)
+        transportProducer = readerT.producer
+        assert transportProducer is not None
+
+        def say(count: int) -> None:
+            # Each line reaches the reader as 80 bytes, in a turn of its own.
+            for _ in range(count):
+                talker.dataReceived(b"x" * 60 + b"\n")
+                room.clock.advance(0)
+
+        transportProducer.pauseProducing()
+        say(1)  # 80 bytes waiting: within the backlog
+        transportProducer.resumeProducing()
+        say(3)  # sent while reading: does not count
+        transportProducer.pauseProducing()
+        say(1)  # 80 since the resume, not 160 in all
+        self.assertIn("127.0.0.1:40001", room.room.names())
+        self.assertTrue(readerT.connected)
+
+        say(1)  # 160 since the resume: too slow
+        self.assertEqual(room.room.names(), ["127.0.0.1:40002"])
+        self.assertFalse(readerT.connected)
+        self.assertIn(b"* 127.0.0.1:40001 was dropped (too slow)", received(talkerT))
+        self.assertTrue(received(readerT)[-1].startswith(b"! disconnected: more than"))
 
 
 class BatchingTests(SynchronousTestCase):
@@ -690,3 +845,67 @@ class MemberInterfaceTests(SynchronousTestCase):
         """
         client, _ = Room().connect()
         verifyObject(IMember, client)
+
+
+class ChatLimitTests(SynchronousTestCase):
+    def test_fullRoomSaysSoAndHangsUp(self) -> None:
+        room = Room()
+        room.factory.connections.limit = 1
+        room.connect()
+        protocol = room.factory.buildProtocol(PEER)
+        self.assertIsInstance(protocol, RoomFull)
+        transport = connectProtocol(protocol)
+        self.assertEqual(transport.value(), b"! server full, try again later\r\n")
+        self.assertFalse(transport.connected)
+        self.assertEqual(room.factory.connections.rejected["limit"], 1)
+        self.assertEqual(len(room.room), 1)
+
+    def test_idleClientIsToldThenClosed(self) -> None:
+        room = Room()
+        room.factory.idleTimeout = 30
+        idler, idlerT = room.connect()
+        other, otherT = room.connect()
+        room.clock.advance(20)
+        other.dataReceived(b"still here\n")
+        received(idlerT), received(otherT)
+        room.clock.advance(10)
+        self.assertEqual(received(idlerT), [b"! idle for 30 seconds; disconnecting"])
+        self.assertFalse(idlerT.connected)
+        self.assertEqual(received(otherT), [b"* 127.0.0.1:40001 left (idle)"])
+        self.assertEqual(room.room.clientsDropped["idle"], 1)
+
+    def test_shutdownTellsEveryoneAndCloses(self) -> None:
+        room = Room()
+        transports = [room.connect()[1] for _ in range(3)]
+        for transport in transports:
+            received(transport)
+        self.successResultOf(room.factory.close())
+        for transport in transports:
+            self.assertEqual(received(transport), [b"* server shutting down"])
+            self.assertFalse(transport.connected)
+
+
+class QuietTurnTests(SynchronousTestCase):
+    def test_aTurnOfRepliesOnlyTouchesThoseItIsFor(self) -> None:
+        """
+        A turn holding only replies and welcomes (a crowd arriving in a room
+        past the announcement limit, a client asking /who) writes to the
+        clients concerned and looks at nobody else: otherwise each arrival
+        would cost a pass over the whole room.
+        """
+        room = Room()
+        members = [room.connect() for _ in range(50)]
+        for _, transport in members:
+            received(transport)
+        asking, askingT = members[0]
+        looked: list[object] = []
+        hasOwn = chatroom.Turn.hasOwn
+
+        def spy(turn: chatroom.Turn, member: object) -> bool:
+            looked.append(member)
+            return hasOwn(turn, member)  # type: ignore[arg-type]
+
+        self.patch(chatroom.Turn, "hasOwn", spy)
+        asking.dataReceived(b"/who\n")
+        self.assertEqual(len(received(askingT)), 1)
+        self.assertEqual(looked, [])

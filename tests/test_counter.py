@@ -7,12 +7,22 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Any
 
-from http_support import exchange
+from support.http import HalfCloseableTransport, connect, connectChannel, exchange
+from support.transport import PEER, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from netdemos.counter import CounterSite, RequestCounter
+from netdemos.counter import (
+    DEFAULT_HEADER_TIMEOUT,
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    CounterSite,
+)
+from netdemos.counting import MemoryCounter
 
 
 def requestFor(path: bytes = b"/", method: bytes = b"GET") -> bytes:
@@ -34,7 +44,7 @@ class CounterTests(SynchronousTestCase):
         self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertTrue(first.endswith(b"\r\n\r\nI am request #1\n"))
         self.assertTrue(second.endswith(b"\r\n\r\nI am request #2\n"))
-        self.assertEqual(site.requestCounter.last, 2)
+        self.assertEqual(site.requestCounter.peek(), 2 + 1)
 
     def test_headersAreTextAndUncached(self) -> None:
         """
@@ -66,7 +76,7 @@ class CounterTests(SynchronousTestCase):
             response = exchange(site, requestFor(method=method))
             self.assertTrue(response.startswith(b"HTTP/1.1 405 "), response)
             self.assertIn(b"\r\nAllow: GET, HEAD\r\n", response)
-        self.assertEqual(site.requestCounter.last, 0)
+        self.assertEqual(site.requestCounter.peek(), 0 + 1)
 
     def test_malformedRequestGets400AndServerGoesOn(self) -> None:
         """
@@ -81,8 +91,40 @@ class CounterTests(SynchronousTestCase):
         """
         The site uses the counter it is given, so a count can be carried over.
         """
-        site = makeSite(counter=RequestCounter(start=41))
+        site = makeSite(counter=MemoryCounter(start=41))
         self.assertTrue(exchange(site, requestFor()).endswith(b"I am request #42\n"))
+
+    def test_closedConnectionsAreNoLongerCounted(self) -> None:
+        """
+        A connection counts while it is open, and no longer once it has
+        closed, whether the server closed it after answering or the client
+        went away; a stop then has nothing left to wait for.
+
+        A closed connection still counted would make the active-connections
+        figure only grow, the limit in time turn every client away with 503,
+        and every stop wait out the whole --shutdown-timeout.
+        """
+        site = makeSite()
+        answered, answeredT = connect(site)
+        idle, _ = connect(site)
+        self.assertEqual(len(site.connections), 2)
+        answered.dataReceived(requestFor())  # with Connection: close
+        self.assertTrue(answeredT.disconnecting)
+        answered.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(site.connections), 1)
+        idle.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(site.connections), 0)
+        self.successResultOf(site.close())
+
+    def test_closedConnectionFreesItsPlaceUnderTheLimit(self) -> None:
+        """
+        With room for one connection, once the first has closed the next
+        client is served, not turned away with 503.
+        """
+        site = makeSite(maxConnections=1)
+        first, _ = connect(site)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(exchange(site, requestFor()).startswith(b"HTTP/1.1 200 OK"))
 
     def test_noAccessLogByDefault(self) -> None:
         """
@@ -122,3 +164,283 @@ class CounterTests(SynchronousTestCase):
             lines = f.read().splitlines()
         self.assertEqual(len(lines), 1)
         self.assertIn(b'"GET /logged HTTP/1.1" 200 16', lines[0])
+
+
+def statusLine(response: bytes) -> bytes:
+    return response.split(b"\r\n", 1)[0]
+
+
+class RefusalTests(SynchronousTestCase):
+    """
+    Requests the counter refuses before reading them further: each is answered
+    and the connection closed, lingering.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.site = CounterSite(reactor=self.clock)
+
+    def assertRefused(
+        self, transport: HalfCloseableTransport, status: bytes, reason: str
+    ) -> bytes:
+        """
+        Check that the connection was answered C{status} and is closing, and
+        that the refusal was counted under C{reason}; return the response.
+        """
+        response: bytes = transport.value()
+        self.assertEqual(statusLine(response), b"HTTP/1.1 " + status)
+        self.assertIn(b"\r\nConnection: close\r\n", response)
+        self.assertTrue(transport.writeClosed)
+        self.assertEqual(self.site.refused[reason], 1)
+        self.assertEqual(self.site.counterResource.requestsServed, 0)
+        return response
+
+    def test_hugeBodyIsRefusedWithoutReadingOrStoringIt(self) -> None:
+        """
+        A POST declaring a 10^12-byte body gets 405 with C{Allow} as soon as
+        its headers are in, and its body goes nowhere: twisted.web would
+        spool it to a temporary file, and four such clients filled 4.3 GB of
+        disk in 13 s.
+        """
+
+        def noTemporaryFiles(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("a request body went to a temporary file")
+
+        self.patch(tempfile, "TemporaryFile", noTemporaryFiles)
+        channel, transport = connectChannel(self.site)
+        channel.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n"
+            + b"x" * 1000
+        )
+        response = self.assertRefused(transport, b"405 Method Not Allowed", "body")
+        self.assertIn(b"\r\nAllow: GET, HEAD\r\n", response)
+        self.assertTrue(
+            response.endswith(b"\r\n\r\n405 Method Not Allowed: use GET or HEAD\n")
+        )
+        # What follows is read and dropped: no answer, and no buffer grows.
+        transport.clear()
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 65536)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(channel.clearLineBuffer(), b"")
+        self.assertEqual(len(channel.requests), 1)
+        self.assertIsNone(channel.requests[0].content)
+        self.assertFalse(transport.disconnected)
+
+    def test_getOrHeadWithBodyGets413(self) -> None:
+        """
+        GET and HEAD with a body, chunked or not, get 413 (HEAD without a
+        body in the answer).  C{Content-Length: 0} is no body: such a GET is
+        counted and such a POST gets the resource's 405, on a connection that
+        stays open.
+        """
+        requests = [
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", True),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+            (b"HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", False),
+        ]
+        for number, (request, withBody) in enumerate(requests, 1):
+            channel, transport = connectChannel(self.site)
+            channel.dataReceived(request)
+            response = transport.value()
+            self.assertEqual(statusLine(response), b"HTTP/1.1 413 Content Too Large")
+            self.assertIn(b"\r\nContent-Length: 44\r\n", response)
+            self.assertEqual(response.endswith(b"\r\n\r\n"), not withBody, response)
+            self.assertTrue(transport.writeClosed)
+            self.assertEqual(self.site.refused["body"], number)
+        self.assertEqual(self.site.requestCounter.peek(), 0 + 1)
+
+        channel, transport = connectChannel(self.site)
+        channel.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        )
+        response = transport.value()
+        self.assertIn(b"I am request #1\n", response)
+        self.assertIn(b"HTTP/1.1 405 Method Not Allowed\r\n", response)
+        self.assertFalse(transport.writeClosed or transport.disconnecting)
+        self.assertEqual(self.site.refused["body"], 3)
+
+    def test_lingerEndsAfterABoundedTimeOrAmount(self) -> None:
+        """
+        After a refusal the server discards what the client still sends, so
+        that closing does not reset the connection before the answer is read;
+        but for at most LINGER_SECONDS and LINGER_BYTES, then it aborts.  If
+        the client closes first, no timer is left behind.
+        """
+        channel, transport = connectChannel(self.site)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
+        self.clock.advance(LINGER_SECONDS - 0.1)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+        channel, transport = connectChannel(self.site)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
+        chunk = b"x" * 65536
+        for _ in range(LINGER_BYTES // len(chunk)):
+            channel.dataReceived(chunk)
+        self.assertFalse(transport.disconnected)
+        channel.dataReceived(b"x")
+        self.assertTrue(transport.disconnected)
+        channel.connectionLost()
+
+        channel, transport = connectChannel(self.site)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n")
+        self.assertTrue(transport.writeClosed)
+        channel.connectionLost()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_oversizeHeadersGet431(self) -> None:
+        """
+        Headers beyond 16 KiB, in one line or many, get 431, and the
+        connection stops buffering them: memory per connection stays bounded.
+        """
+        longLine = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000
+        manyLines = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Many: aaaaaaaaaa\r\n" * 1000
+        for number, request in enumerate((longLine, manyLines), 1):
+            channel, transport = connectChannel(self.site)
+            channel.dataReceived(request)
+            self.assertEqual(
+                statusLine(transport.value()),
+                b"HTTP/1.1 431 Request Header Fields Too Large",
+            )
+            self.assertTrue(transport.writeClosed)
+            channel.dataReceived(b"b" * 100000 + b"\r\n\r\n")
+            self.assertEqual(channel.clearLineBuffer(), b"")
+            self.assertEqual(self.site.refused["headers"], number)
+
+    def test_http11NeedsExactlyOneHost(self) -> None:
+        """
+        An HTTP/1.1 request without a Host header, or with two, gets 400 (RFC
+        9112 section 3.2); HTTP/1.0 needs none.
+        """
+        for request in (
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ):
+            channel, transport = connectChannel(self.site)
+            channel.dataReceived(request)
+            self.assertEqual(statusLine(transport.value()), b"HTTP/1.1 400 Bad Request")
+            self.assertTrue(transport.writeClosed)
+        self.assertEqual(self.site.refused["host"], 2)
+        response = exchange(self.site, b"GET / HTTP/1.0\r\n\r\n")
+        self.assertTrue(response.endswith(b"I am request #1\n"), response)
+
+    def test_malformedRequestIsAnsweredBeforeClosing(self) -> None:
+        """
+        twisted.web's own 400 for a malformed request also closes lingering,
+        so the client reads it.
+        """
+        channel, transport = connectChannel(self.site)
+        channel.dataReceived(b"THIS IS NOT HTTP\r\n\r\n")
+        self.assertEqual(statusLine(transport.value()), b"HTTP/1.1 400 Bad Request")
+        self.assertTrue(transport.writeClosed)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.site.refused["malformed"], 1)
+
+
+class HeaderTimeoutTests(SynchronousTestCase):
+    """
+    A request's headers must all arrive within the header timeout of its first
+    byte, however the client spaces them out.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.site = CounterSite(reactor=self.clock)
+
+    def test_tricklingClientGets408(self) -> None:
+        """
+        A client sending a byte every 2 s keeps the idle timer (60 s) from ever
+        firing; the header deadline answers it 408 at 10 s and closes.
+        """
+        channel, transport = connectChannel(self.site)
+        for byte in b"GET ":
+            channel.dataReceived(bytes([byte]))
+            self.clock.advance(2)
+        self.clock.advance(DEFAULT_HEADER_TIMEOUT - 8 - 0.1)
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(0.1)
+        self.assertEqual(statusLine(transport.value()), b"HTTP/1.1 408 Request Timeout")
+        self.assertTrue(transport.writeClosed)
+        self.assertEqual(self.site.refused["timeout"], 1)
+        self.clock.advance(LINGER_SECONDS)
+        self.assertTrue(transport.disconnected)
+
+    def test_deadlineCountsFromTheFirstByteOfEachRequest(self) -> None:
+        """
+        Idle time before a request is the idle timeout's business: a request
+        sent 50 s after connecting, or after the previous answer, has its own
+        10 s, and no more.
+        """
+        channel, transport = connectChannel(self.site)
+        for number in (1, 2):
+            self.clock.advance(50)
+            channel.dataReceived(b"GET / HTTP/1.1\r\n")
+            self.clock.advance(DEFAULT_HEADER_TIMEOUT - 0.1)
+            channel.dataReceived(b"Host: x\r\n\r\n")
+            self.assertTrue(transport.value().endswith(b"I am request #%d\n" % number))
+        self.clock.advance(50)
+        channel.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(DEFAULT_HEADER_TIMEOUT)
+        self.assertIn(b"HTTP/1.1 408 Request Timeout\r\n", transport.value())
+
+    def test_headerTimeoutIsASiteSetting(self) -> None:
+        """
+        The deadline is the site's C{headerTimeout}.
+        """
+        site = CounterSite(reactor=self.clock, headerTimeout=1)
+        channel, transport = connectChannel(site)
+        channel.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(1)
+        self.assertEqual(statusLine(transport.value()), b"HTTP/1.1 408 Request Timeout")
+
+    def test_oneTimerPerConnectionServesEveryRequest(self) -> None:
+        """
+        Request after request on one connection, the reactor holds the same
+        number of timers (the deadline is one timer per connection, moved
+        along), and the deadline still applies to the next request.
+        """
+        channel, transport = connectChannel(self.site)
+        counts = []
+        for _ in range(5):
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.clock.advance(1)
+            counts.append(len([c for c in self.clock.getDelayedCalls() if c.active()]))
+        self.assertEqual(counts, [counts[0]] * 5)
+        self.assertTrue(transport.value().endswith(b"I am request #5\n"))
+        channel.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(DEFAULT_HEADER_TIMEOUT)
+        self.assertIn(b"HTTP/1.1 408 Request Timeout\r\n", transport.value())
+
+
+class HTTPLimitTests(SynchronousTestCase):
+    def test_overTheLimitGets503(self) -> None:
+        site = CounterSite(reactor=Clock(), maxConnections=1)
+        first = site.buildProtocol(PEER)
+        assert first is not None
+        connectProtocol(first)
+        extra = site.buildProtocol(PEER)
+        assert extra is not None
+        transport = connectProtocol(extra)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertFalse(transport.connected)
+        self.assertEqual(site.connections.rejected["limit"], 1)
+        self.assertEqual(len(site.connections), 1)
+
+    def test_idleConnectionClosedAfterAMinute(self) -> None:
+        """
+        An HTTP connection that sends nothing is closed after 60 s, not
+        twisted.web's default 12 hours: that blunts slowloris.
+        """
+        clock = Clock()
+        site = CounterSite(reactor=clock)
+        channel = site.buildProtocol(PEER)
+        assert channel is not None
+        transport = connectProtocol(channel)
+        transport.abortConnection = transport.loseConnection  # type: ignore[method-assign]
+        clock.advance(59)
+        self.assertTrue(transport.connected)
+        clock.advance(1)
+        self.assertFalse(transport.connected)

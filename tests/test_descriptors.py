@@ -8,11 +8,11 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from chat_support import Room
-from descriptors_support import FakeOpenFileLimit
-from http_support import get
 from hypothesis import given
 from hypothesis import strategies as st
+from support.chat import Room
+from support.descriptors import FakeOpenFileLimit
+from support.http import get
 from twisted.internet import tcp
 from twisted.internet.defer import succeed
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -24,6 +24,7 @@ from twisted.logger import LogEvent, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
 from netdemos.descriptors import (
     ADMIN_MAX_CONNECTIONS,
     FD_SETSIZE,
@@ -36,7 +37,6 @@ from netdemos.descriptors import (
     usableOpenFiles,
 )
 from netdemos.lifecycle import NetdemosService
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections
 from netdemos.metrics import makeAdminSite
 
 DEFAULTS = {
@@ -393,7 +393,9 @@ class InstalledTwistedTests(SynchronousTestCase):
         self.assertEqual(self.connections.rejected["fd"], 1)
         self.assertEqual(len(self.events), 1)
 
-        admin = makeAdminSite(NetdemosService(self.reactor), None, None, self.chat)
+        server = NetdemosService(self.reactor)
+        server.factories["chat"] = self.chat
+        admin = makeAdminSite(server)
         self.assertIn(
             b'netdemos_connections_rejected_total{reason="fd",service="chat"} 1.0',
             get(admin, b"/metrics"),
@@ -434,7 +436,7 @@ class AdminSiteLimitTests(SynchronousTestCase):
         The admin site's connections come out of a reserve of their own; a
         crowd of probes beyond it is turned away like an HTTP crowd.
         """
-        admin = makeAdminSite(NetdemosService(Clock()), None, None, None)
+        admin = makeAdminSite(NetdemosService(Clock()))
         self.assertEqual(admin.connections.limit, ADMIN_MAX_CONNECTIONS)
         admin.connections.limit = 0
         self.assertTrue(get(admin, b"/livez").startswith(b"HTTP/1.1 503 "))

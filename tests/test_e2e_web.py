@@ -19,30 +19,16 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 import websockets
-from e2e_support import (
-    EXIT_TIMEOUT,
-    LINE_TIMEOUT,
-    LOOPBACK,
-    START_TIMEOUT,
-    Launcher,
-    Netdemos,
-    netdemosRunning,
-)
-from operator_support import (
-    OperatorLauncher,
-    httpGet,
-    makeCertificate,
-    metricsPort,
-    sample,
-    scrapeMetrics,
-)
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from websockets.asyncio.client import ClientConnection, connect
+from support import EXIT_TIMEOUT, LINE_TIMEOUT
+from support.certificates import Certificate
+from support.clients import Clients, connect, httpGet
+from support.process import Launcher, Netdemos
+from support.prometheus import sample, scrapeMetrics
+from websockets.asyncio.client import ClientConnection
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -53,18 +39,15 @@ from wsproto.events import (
     Request,
 )
 
+from netdemos.testing import (
+    LOOPBACK,
+    START_TIMEOUT,
+    loopbackEndpoint,
+    netdemosCommand,
+    serviceArguments,
+)
+
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def launcher(tmp_path: Path, stack: ExitStack) -> Launcher:
-    return Launcher(tmp_path, stack)
 
 
 def address(server: Netdemos, path: str, scheme: str = "ws") -> str:
@@ -73,11 +56,11 @@ def address(server: Netdemos, path: str, scheme: str = "ws") -> str:
 
 def connectTo(
     server: Netdemos, path: str, scheme: str = "ws", **options: object
-) -> connect:
+) -> websockets.connect:
     """
     Open a C{websockets} client connection to C{path} on C{server}'s web port.
     """
-    return connect(
+    return websockets.connect(
         address(server, path, scheme),
         proxy=None,
         compression=None,
@@ -115,13 +98,12 @@ class RawWebSocket:
     """
 
     def __init__(self, port: int, path: str, receiveBuffer: int | None = None) -> None:
-        self.connection = socket.socket()
+        self.connection = connect(port, LOOPBACK, receiveBuffer, START_TIMEOUT)
         if receiveBuffer is not None:
-            # Set before connecting, so that it bounds the window TCP offers.
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                self.connection.setsockopt(socket.SOL_SOCKET, option, receiveBuffer)
-        self.connection.settimeout(START_TIMEOUT)
-        self.connection.connect((LOOPBACK, port))
+            # And a send buffer as small, so that its sends block soon.
+            self.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, receiveBuffer
+            )
         self.wire = WSConnection(ConnectionType.CLIENT)
         self.events: list[Event] = []
         self.closed = False
@@ -195,7 +177,7 @@ def test_echoRoundTripsTextAndBinaryUpToOneMebibyte(launcher: Launcher) -> None:
 
     That is what an operator's WebSocket probe checks of a proxy in between.
     """
-    server = launcher.start(web=1)
+    server = launcher.start(services=["web"])
 
     async def roundTrips() -> None:
         async with connectTo(server, "/echo", max_size=None) as client:
@@ -216,7 +198,7 @@ def test_oversizeMessagesCloseWith1009(launcher: Launcher) -> None:
     One byte over the limit closes with 1009 (message too big): on C{/echo}
     over C{--ws-max-message}, on C{/chat} over C{--max-line}.
     """
-    server = launcher.start(web=1, extra=["--max-line=1000"])
+    server = launcher.start(services=["web"], extra=["--max-line=1000"])
 
     async def oversize() -> None:
         async with connectTo(server, "/echo") as client:
@@ -245,7 +227,7 @@ def test_endlessContinuationFramesCloseWith1009InBoundedMemory(
     Twisted reassembles a message without a bound of its own: before netdemos
     capped it, the server read everything and grew without end.
     """
-    server = launcher.start(web=1)
+    server = launcher.start(services=["web"])
     client = RawWebSocket(server.webPort, "/echo")
     rssBefore = server.rssBytes()
     piece = b"x" * 65536
@@ -275,7 +257,7 @@ def test_echoDoesNotReadFromAClientThatDoesNotRead(launcher: Launcher) -> None:
     A client that sends without reading what comes back is soon not read
     from: its sends block, and the server holds a bounded amount for it.
     """
-    server = launcher.start(web=1)
+    server = launcher.start(services=["web"])
     client = RawWebSocket(server.webPort, "/echo", receiveBuffer=65536)
     rssBefore = server.rssBytes()
     piece = os.urandom(65536)
@@ -304,7 +286,7 @@ def test_quietPeerIsPingedAndClosedIfItNeverAnswers(launcher: Launcher) -> None:
     With C{--ws-ping=0.5}, a client that reads but never answers pings gets
     a ping and is closed; a client whose library answers stays.
     """
-    server = launcher.start(web=1, extra=["--ws-ping=0.5"])
+    server = launcher.start(services=["web"], extra=["--ws-ping=0.5"])
 
     async def answering() -> None:
         async with connectTo(server, "/chat", ping_interval=None) as client:
@@ -320,16 +302,18 @@ def test_quietPeerIsPingedAndClosedIfItNeverAnswers(launcher: Launcher) -> None:
     asyncio.run(answering())
 
 
-def test_slowWebSocketReaderIsDroppedAsATCPOneIs(launcher: Launcher) -> None:
+def test_slowWebSocketReaderIsDroppedAsATCPOneIs(
+    launcher: Launcher, clients: Clients
+) -> None:
     """
     A browser tab that stops reading while the room is busy is dropped past
     C{--chat-backlog}, and the others are told; TCP users in the same room
     see it go, and keep receiving.
     """
     server = launcher.start(
-        chat=1, web=1, extra=["--chat-backlog=65536", "--chat-rate=0"]
+        services=["chat", "web"], extra=["--chat-backlog=65536", "--chat-rate=0"]
     )
-    talker = launcher.chatUser(server.chatPort)
+    talker = clients.chatUser(server.chatPort)
     stalled = RawWebSocket(server.webPort, "/chat", receiveBuffer=4096)
     name = f"{LOOPBACK}:{stalled.connection.getsockname()[1]}"
     talker.inbox.waitForLine(f"* {name} joined (2 in the room)")
@@ -344,13 +328,15 @@ def test_slowWebSocketReaderIsDroppedAsATCPOneIs(launcher: Launcher) -> None:
     stalled.close()
 
 
-def test_thousandWebSocketClientsAllReceiveALine(launcher: Launcher) -> None:
+def test_thousandWebSocketClientsAllReceiveALine(
+    launcher: Launcher, clients: Clients
+) -> None:
     """
     1000 browsers at once in the room: one line from a TCP client reaches
     every one of them.
     """
-    server = launcher.start(chat=1, web=1)
-    speaker = launcher.chatUser(server.chatPort)
+    server = launcher.start(services=["chat", "web"])
+    speaker = clients.chatUser(server.chatPort)
     wanted = f"<{speaker.name}> hello, everyone"
 
     async def crowd() -> float:
@@ -362,14 +348,14 @@ def test_thousandWebSocketClientsAllReceiveALine(launcher: Launcher) -> None:
                 await client.recv()  # the welcome: it is in the room
                 return client
 
-        clients = await asyncio.gather(*(join() for _ in range(1000)))
+        browsers = await asyncio.gather(*(join() for _ in range(1000)))
         try:
             started = time.monotonic()
             await asyncio.to_thread(speaker.send, b"hello, everyone\n")
-            await asyncio.gather(*(receiveUntil(c, wanted) for c in clients))
+            await asyncio.gather(*(receiveUntil(c, wanted) for c in browsers))
             return time.monotonic() - started
         finally:
-            await asyncio.gather(*(c.close() for c in clients))
+            await asyncio.gather(*(c.close() for c in browsers))
 
     took = asyncio.run(crowd())
     print(f"one line reached 1000 WebSocket clients in {took * 1000:.0f} ms")
@@ -381,7 +367,7 @@ def test_gracefulStopTellsBrowsers(launcher: Launcher) -> None:
     On SIGTERM a browser hears the server is going away, and is closed; the
     server does not wait out its shutdown timeout for it.
     """
-    server = launcher.start(web=1, extra=["--shutdown-timeout=20"])
+    server = launcher.start(services=["web"], extra=["--shutdown-timeout=20"])
 
     async def stop() -> None:
         async with connectTo(server, "/chat") as client:
@@ -405,7 +391,9 @@ def test_foreignOriginGets403(launcher: Launcher) -> None:
     A page from another site cannot open C{/chat} or C{/echo} (403); the
     page's own origin, and one given with C{--web-origin}, can.
     """
-    server = launcher.start(web=1, extra=["--web-origin=https://chat.example"])
+    server = launcher.start(
+        services=["web"], extra=["--web-origin=https://chat.example"]
+    )
     own = f"http://{LOOPBACK}:{server.webPort}"
 
     async def origins() -> None:
@@ -424,33 +412,30 @@ def test_foreignOriginGets403(launcher: Launcher) -> None:
 # Operators
 
 
-def test_webCountsAndReadiness(tmp_path: Path, stack: ExitStack) -> None:
+def test_webCountsAndReadiness(launcher: Launcher) -> None:
     """
     With the web service on, C{/readyz} answers 200 once it listens, and its
     WebSockets are counted under C{service="web"} while they are open.
     """
-    launcher = OperatorLauncher(tmp_path, stack)
-    server = launcher.start(services=("web",), metrics=True)
-    assert httpGet(metricsPort(server), "/readyz")[0] == 200
+    server = launcher.start(services=["web"], metrics=True)
+    assert httpGet(server.metricsPort, "/readyz")[0] == 200
 
     async def counted() -> None:
         async with connectTo(server, "/echo") as client:
             await client.send("x")
             await client.recv()
-            metrics = scrapeMetrics(metricsPort(server))
+            metrics = scrapeMetrics(server.metricsPort)
             assert sample(metrics, "netdemos_connections_active", service="web") == 1
 
     asyncio.run(counted())
 
 
-def test_secureWebSocketOverTLS(tmp_path: Path, stack: ExitStack) -> None:
+def test_secureWebSocketOverTLS(launcher: Launcher, certificate: Certificate) -> None:
     """
     On an C{ssl:} endpoint the page is served over HTTPS, and echo works as
     C{wss:}.
     """
-    certificate = makeCertificate(tmp_path / "tls")
-    launcher = OperatorLauncher(tmp_path, stack)
-    server = launcher.start(services=("web",), tls=certificate)
+    server = launcher.start(services=["web"], tls=certificate)
     context = certificate.clientContext()
 
     async def secure() -> None:
@@ -546,17 +531,17 @@ def expectLine(page: Page, line: str) -> None:
 
 
 def test_pagesAndATCPClientChatInEveryDirection(
-    launcher: Launcher, browser: Browser
+    launcher: Launcher, clients: Clients, browser: Browser
 ) -> None:
     """
     Two pages and a TCP client are in one room: each one's lines reach the
     other two, and C{/nick} from a page renames it for everyone.
     """
-    server = launcher.start(chat=1, web=1)
+    server = launcher.start(services=["chat", "web"])
     url = f"http://{LOOPBACK}:{server.webPort}/"
     first, firstName = openPage(browser, url)
     second, secondName = openPage(browser, url)
-    tcp = launcher.chatUser(server.chatPort)
+    tcp = clients.chatUser(server.chatPort)
 
     say(first, "hello from the first page")
     expectLine(second, f"<{firstName}> hello from the first page")
@@ -589,19 +574,19 @@ def test_pagesAndATCPClientChatInEveryDirection(
 
 
 def test_markupInALineIsShownAsTextAndRunsNothing(
-    launcher: Launcher, browser: Browser
+    launcher: Launcher, clients: Clients, browser: Browser
 ) -> None:
     """
     A line holding HTML and script, from a page or from C{nc}, shows in the
     other page as exactly that text, and nothing in it runs.
     """
-    server = launcher.start(chat=1, web=1)
+    server = launcher.start(services=["chat", "web"])
     url = f"http://{LOOPBACK}:{server.webPort}/"
     attacker, attackerName = openPage(browser, url)
     victim, _ = openPage(browser, url)
     dialogs: list[str] = []
     victim.on("dialog", lambda dialog: dialogs.append(dialog.message))
-    tcp = launcher.chatUser(server.chatPort)
+    tcp = clients.chatUser(server.chatPort)
 
     image = "<img src=x onerror=alert(1)>"
     script = "<script>window.pwned = true</script>"
@@ -615,14 +600,14 @@ def test_markupInALineIsShownAsTextAndRunsNothing(
 
 
 def test_pageReconnectsAfterTheServerRestarts(
-    launcher: Launcher, browser: Browser, tmp_path: Path, stack: ExitStack
+    launcher: Launcher, browser: Browser
 ) -> None:
     """
     When the server stops, the page says so and that it is reconnecting;
     once a server is back on the port it is in the room again, by itself,
     under the nick it had.
     """
-    server = launcher.start(web=1)
+    server = launcher.start(services=["web"])
     page, _ = openPage(browser, f"http://{LOOPBACK}:{server.webPort}/")
     say(page, "/nick bob")
     expectLine(page, "* you are now bob")
@@ -633,7 +618,11 @@ def test_pageReconnectsAfterTheServerRestarts(
     expect(page.locator("#lines li.local").last).to_contain_text(
         "disconnected (the server is going away); reconnecting in 1 s"
     )
-    stack.enter_context(netdemosRunning(tmp_path, server.ports))
+    # A new server on the same port, as a restart by systemd would be.
+    command = netdemosCommand(
+        serviceArguments({"web": [loopbackEndpoint(server.webPort)]})
+    )
+    launcher.spawn(command, server.ports).waitUntilListening()
     expect(page.locator("#status")).to_have_text("connected", timeout=30_000)
     expect(page.locator("#lines li").last).to_have_text("* you are now bob")
 
@@ -646,7 +635,7 @@ def test_pageFitsAPhoneWorksByKeyboardAndHasADarkMode(
     the focus on arrival, so Enter alone sends; and in dark mode the page is
     dark with light text, as in light mode it is the other way round.
     """
-    server = launcher.start(web=1)
+    server = launcher.start(services=["web"])
     url = f"http://{LOOPBACK}:{server.webPort}/"
     colours = {}
     for scheme in ("light", "dark"):
@@ -684,14 +673,13 @@ def luminance(colour: str) -> float:
 
 
 def test_pageOverTLSUsesSecureWebSocket(
-    tmp_path: Path, stack: ExitStack, browser: Browser
+    launcher: Launcher, certificate: Certificate, browser: Browser
 ) -> None:
     """
     Served on an C{ssl:} endpoint, the page connects with C{wss:}: a page
     over HTTPS may not open a plain C{ws:} connection.
     """
-    certificate = makeCertificate(tmp_path / "tls")
-    server = OperatorLauncher(tmp_path, stack).start(services=("web",), tls=certificate)
+    server = launcher.start(services=["web"], tls=certificate)
     page, _ = openPage(
         browser, f"https://localhost:{server.webPort}/", ignore_https_errors=True
     )

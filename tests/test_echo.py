@@ -4,6 +4,7 @@ Unit tests for L{netdemos.echo}: no sockets, no clock.
 
 from __future__ import annotations
 
+from support.transport import PEER, connectProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
@@ -58,3 +59,55 @@ class EchoTests(SynchronousTestCase):
         # A transport does not close while a producer is registered, if that
         # producer is paused; the echo must unregister itself first.
         self.assertIsNone(transport.producer)
+
+
+class EchoLimitTests(SynchronousTestCase):
+    def test_overTheLimitIsClosed(self) -> None:
+        """
+        Past --max-connections the echo factory builds no protocol, so the
+        port closes the connection at once, and the rejection is counted.
+        """
+        factory = EchoFactory(Clock(), maxConnections=1)
+        first = factory.buildProtocol(PEER)
+        assert first is not None
+        connectProtocol(first)
+        self.assertIsNone(factory.buildProtocol(PEER))
+        self.assertEqual(factory.connections.rejected["limit"], 1)
+        first.transport.loseConnection()
+        self.assertIsInstance(factory.buildProtocol(PEER), Echo)
+
+    def test_idleClientIsClosed(self) -> None:
+        """
+        With --idle-timeout, a client silent that long is closed; data resets
+        the timer.
+        """
+        clock = Clock()
+        factory = EchoFactory(clock, idleTimeout=10)
+        protocol = factory.buildProtocol(PEER)
+        assert protocol is not None
+        transport = connectProtocol(protocol)
+        clock.advance(9)
+        protocol.dataReceived(b"x")
+        clock.advance(9)
+        self.assertTrue(transport.connected)
+        clock.advance(1)
+        self.assertFalse(transport.connected)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_noIdleTimeoutByDefault(self) -> None:
+        clock = Clock()
+        protocol = EchoFactory(clock).buildProtocol(PEER)
+        assert protocol is not None
+        connectProtocol(protocol)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_closeFlushesAndClosesEveryConnection(self) -> None:
+        factory = EchoFactory(Clock())
+        transports = []
+        for _ in range(3):
+            protocol = factory.buildProtocol(PEER)
+            assert protocol is not None
+            transports.append(connectProtocol(protocol))
+        closed = factory.close()
+        self.successResultOf(closed)
+        self.assertEqual([t.connected for t in transports], [False] * 3)

@@ -5,14 +5,18 @@ graceful stop, on a fake reactor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from support.descriptors import plenty
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from netdemos import tap
+from netdemos.connections import Connections
 from netdemos.lifecycle import NetdemosService
-from netdemos.limits import Connections
 from netdemos.notify import Notifier
 
 
@@ -23,6 +27,23 @@ class RecordingNotifier(Notifier):
 
     def notify(self, **fields: str | int) -> None:
         self.sent.append(fields)
+
+
+class ReadyWitness(RecordingNotifier):
+    """
+    A notifier that, when it is told to send C{READY=1}, takes note of what
+    C{look} returns then.
+    """
+
+    def __init__(self, look: Callable[[], object]) -> None:
+        super().__init__()
+        self.look = look
+        self.seenAtReady: list[object] = []
+
+    def notify(self, **fields: str | int) -> None:
+        if "READY" in fields:
+            self.seenAtReady.append(self.look())
+        super().notify(**fields)
 
 
 class FakeService:
@@ -150,3 +171,35 @@ class LifecycleTests(SynchronousTestCase):
         reactor.advance(0.1)
         self.assertTrue(transport.disconnected)
         self.successResultOf(stopped)
+
+    def test_readyOnceEveryListenerOfTheWholeTreeIsUp(self) -> None:
+        """
+        The tree L{tap.makeService} builds, started as twistd starts it
+        (C{privilegedStartService}, then C{startService}), sends READY=1 once,
+        in C{startService}, when every port, the metrics port included, is
+        bound and every listening service has started.
+
+        systemd starts the units that wait for netdemos as soon as READY=1
+        arrives; their first connections must find every port listening.
+        """
+        options = tap.Options()
+        options.parseOptions(
+            ["--echo=7", "--http=8000", "--chat=7000", "--chat=7001"]
+            + ["--web=8081", "--metrics=9100"]
+        )
+        reactor = MemoryReactorClock()
+        service = tap.makeService(options, reactor, openFiles=plenty())
+
+        def look() -> tuple[list[int], list[bool]]:
+            ports = sorted(port for port, *_ in reactor.tcpServers)
+            groups = (service.listeners, service.admin)
+            return ports, [bool(child.running) for group in groups for child in group]
+
+        witness = ReadyWitness(look)
+        service.notifier = witness
+        service.privilegedStartService()
+        self.assertEqual(witness.seenAtReady, [])
+        service.startService()
+        self.assertEqual(
+            witness.seenAtReady, [([7, 7000, 7001, 8000, 8081, 9100], [True] * 6)]
+        )

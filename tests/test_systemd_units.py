@@ -7,40 +7,22 @@ installed; the rest reads them as text and needs no systemd at all.
 
 from __future__ import annotations
 
-import configparser
 import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from support.systemd import SERVICE, SOCKETS, UNITS, readUnit
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS
 from netdemos.descriptors import planDescriptors
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS
 from netdemos.tap import DEFAULT_ENDPOINTS
+from netdemos.testing import twistdCommand
 
-UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
-SERVICE = "netdemos.service"
-SOCKETS = {
-    "echo": "netdemos-echo.socket",
-    "http": "netdemos-http.socket",
-    "chat": "netdemos-chat.socket",
-    "web": "netdemos-web.socket",
-}
 INSTALLED_TWISTD = "/opt/netdemos/bin/twistd"
-
-
-def readUnit(name: str) -> configparser.ConfigParser:
-    """
-    Read a unit file; enough of its syntax for the keys these tests look at.
-    """
-    unit = configparser.ConfigParser(interpolation=None, strict=False)
-    unit.optionxform = str  # type: ignore[assignment, method-assign]
-    unit.read_string((UNITS / name).read_text())
-    return unit
 
 
 def systemdEndpoints(execStart: str) -> dict[str, dict[str, str]]:
@@ -77,8 +59,8 @@ def unitsForVerifying(directory: Path) -> list[Path]:
     C{twistd} the tests run with: C{systemd-analyze verify} fails a unit
     whose program does not exist, and C{/opt/netdemos} is only on servers.
     """
-    twistd = Path(sys.executable).parent / "twistd"
-    program = str(twistd if twistd.exists() else Path(sys.executable))
+    # The twistd script, or else the Python that runs it.
+    program = twistdCommand()[0]
     copies = []
     for name in [SERVICE, *SOCKETS.values()]:
         text = (UNITS / name).read_text().replace(INSTALLED_TWISTD, program)
@@ -194,4 +176,15 @@ class UnitConsistencyTests(SynchronousTestCase):
         }
         self.assertEqual(
             {name: f"tcp:{port}" for name, port in ports.items()}, DEFAULT_ENDPOINTS
+        )
+
+    def test_reloadSendsSighup(self) -> None:
+        """
+        C{systemctl reload netdemos} sends SIGHUP to the main process, which
+        netdemos takes as "reopen the log file and keep serving"; without
+        C{ExecReload=}, systemd would refuse to reload the unit.
+        """
+        service = readUnit(SERVICE)["Service"]
+        self.assertEqual(
+            shlex.split(service["ExecReload"]), ["/bin/kill", "-HUP", "$MAINPID"]
         )

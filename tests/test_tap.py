@@ -8,9 +8,11 @@ import os
 import re
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
-from descriptors_support import FakeOpenFileLimit, plenty
+from support.certificates import makeCertificate
+from support.descriptors import FakeOpenFileLimit, plenty
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
@@ -20,8 +22,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from netdemos import tap
 from netdemos.chat.tcp import ChatFactory
 from netdemos.counter import CounterSite
+from netdemos.counting import MAX_COUNT
 from netdemos.descriptors import WatchedEndpoint
 from netdemos.echo import EchoFactory
+from netdemos.hangup import HangupService
+from netdemos.lifecycle import StartupError
 from netdemos.web import WebSite
 
 
@@ -172,6 +177,24 @@ class MakeServiceTests(SynchronousTestCase):
             ],
         )
 
+    def test_onlyTheGlobalReactorGetsASighupHandler(self) -> None:
+        """
+        Under twistd, which passes no reactor, the service tree handles
+        SIGHUP; given a reactor, as in these tests, it installs no signal
+        handler, which would outlive the test.
+        """
+        options = parse("--http=none", "--chat=none")
+        withGiven = tap.makeService(options, MemoryReactorClock())
+        self.assertEqual(
+            [s for s in withGiven if isinstance(s, HangupService)],
+            [],
+        )
+        from twisted.internet import reactor
+
+        withGlobal = tap.makeService(options)
+        [handler] = [s for s in withGlobal if isinstance(s, HangupService)]
+        self.assertIs(handler.reactor, reactor)
+
     def test_portInUseEndsWithOneLineMessage(self) -> None:
         """
         A port that cannot be bound stops startup with a message naming it,
@@ -215,6 +238,37 @@ class OperatorOptionsTests(SynchronousTestCase):
             "systemd:domain=INET:name=e",
         )
 
+    def test_listenBacklogDefaultReachesEveryKindOfListener(self) -> None:
+        """
+        The default backlog of 1024 reaches tcp6, unix and ssl listeners, a
+        bare port and the metrics listener alike, and an explicit C{backlog=}
+        on any of them is kept.
+
+        A burst of connects stalls on SYN retries whatever kind of endpoint it
+        hits, and an operator who chose a backlog must get that one.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        certificate = makeCertificate(Path(directory))
+        sockets = os.path.join(directory, "sockets")
+        reactor, _ = listening(
+            "--echo=tcp6:7001",
+            "--echo=tcp6:7002:backlog=7",
+            "--http=8000",
+            f"--http={certificate.serverEndpoint(8443)}:backlog=9",
+            f"--chat=unix:{sockets}/chat",
+            f"--chat=unix:{sockets}/chat-too:backlog=11",
+            f"--chat={certificate.serverEndpoint(6697)}",
+            "--web=none",
+            "--metrics=tcp:9100:interface=127.0.0.1",
+        )
+        tcp = {port: backlog for port, _, backlog, _ in reactor.tcpServers}
+        self.assertEqual(tcp, {7001: 1024, 7002: 7, 8000: 1024, 9100: 1024})
+        unix = {path: backlog for path, _, backlog, _, _ in reactor.unixServers}
+        self.assertEqual(unix, {f"{sockets}/chat": 1024, f"{sockets}/chat-too": 11})
+        ssl = {port: backlog for port, _, _, backlog, _ in reactor.sslServers}
+        self.assertEqual(ssl, {8443: 9, 6697: 1024})
+
     def test_limitsAndTimeoutsReachTheServices(self) -> None:
         _, ports = listening(
             "--max-connections=7", "--idle-timeout=30", "--shutdown-timeout=2.5"
@@ -235,6 +289,76 @@ class OperatorOptionsTests(SynchronousTestCase):
             "--idle-timeout=soon",
         ):
             self.assertRaises(UsageError, parse, option)
+
+    def test_numbersHaveUpperBounds(self) -> None:
+        """
+        Each numeric option takes values up to its bound and refuses the next
+        one, saying the range: a typo such as an extra three zeros must not
+        ask for gigabytes per client or a timer in the year 3000.
+        """
+        for option, highest, tooHigh in [
+            ("max-line", "1048576", "1048577"),
+            ("chat-backlog", "1073741824", "1073741825"),
+            ("max-connections", "1000000", "1000001"),
+            ("idle-timeout", "604800", "604800.5"),
+            ("http-header-timeout", "300", "300.001"),
+            ("shutdown-timeout", "3600", "3600.001"),
+        ]:
+            self.assertEqual(parse(f"--{option}={highest}")[option], int(highest))
+            error = self.assertRaises(UsageError, parse, f"--{option}={tooHigh}")
+            self.assertIn(f"{tooHigh} is not a", str(error))
+            self.assertIn(f"to {highest}", str(error))
+        error = self.assertRaises(UsageError, parse, "--max-line=" + "1" * 5000)
+        self.assertIn("1111... is not a whole number from 1 to 1048576", str(error))
+
+    def test_numbersAreSpelledPlainly(self) -> None:
+        """
+        Only plain ASCII numbers are taken: C{float()} reads C{inf} and C{nan},
+        which break the reactor's timers, and C{int()} and C{float()} read
+        underscores, signs, spaces and other scripts' digits.
+        """
+        for option in (
+            "--idle-timeout=inf",
+            "--idle-timeout=nan",
+            "--shutdown-timeout=infinity",
+            "--shutdown-timeout=1e3",
+            "--max-line=1_000",
+            "--max-line=+512",
+            "--max-line= 512",
+            "--max-connections=\u0661\u0662",
+            "--max-line=100000000000000000000",
+        ):
+            self.assertRaises(UsageError, parse, option)
+        self.assertEqual(parse("--idle-timeout=.5")["idle-timeout"], 0.5)
+        self.assertEqual(parse("--shutdown-timeout=2.")["shutdown-timeout"], 2.0)
+
+    def test_helpStatesEachRange(self) -> None:
+        help = " ".join(str(tap.Options()).split())
+        for expected in (
+            "[default: 4096]. From 1 to 1048576.",
+            "[default: 1048576]. From 1 to 1073741824.",
+            "[default: 10000]. From 1 to 1000000.",
+            "after 60 s. From 0.001 to 604800 seconds.",
+            "gets 408 (e.g. --http-header-timeout=5). [default: 10.0]. From 0.001"
+            " to 300 seconds.",
+            "[default: 5.0]. From 0.001 to 3600 seconds.",
+        ):
+            self.assertIn(expected, help)
+
+    def test_boundedNumbersForNewOptions(self) -> None:
+        """
+        The helpers other options use: the bounds are inclusive, and the
+        error says the range.
+        """
+        count = tap.boundedInt(2, 10)
+        self.assertEqual((count("2"), count("10")), (2, 10))
+        for bad in ("1", "11", "", "2.0"):
+            error = self.assertRaises(ValueError, count, bad)
+            self.assertEqual(str(error), f"{bad} is not a whole number from 2 to 10")
+        seconds = tap.boundedSeconds(0.5, 60)
+        self.assertEqual((seconds("0.5"), seconds("60")), (0.5, 60.0))
+        error = self.assertRaises(ValueError, seconds, "61")
+        self.assertEqual(str(error), "61 is not a number of seconds from 0.5 to 60")
 
     def test_metricsListensOnItsOwnEndpoint(self) -> None:
         reactor = MemoryReactorClock()
@@ -351,14 +475,39 @@ class OperatorOptionsTests(SynchronousTestCase):
             f.write(content)
         return path
 
-    def test_badCounterFileIsRefused(self) -> None:
-        path = self.counterFile("lots\n")
+    def test_badCounterFileIsRefusedInOneLine(self) -> None:
+        """
+        A counter file that is not a count, or cannot be written, stops
+        startup with a L{StartupError}: one line, exit status 1, no traceback,
+        and not twistd's usage text, which is no help with a file.
+        """
+        path = self.counterFile("1_000\n")
         directory = os.path.dirname(path)
-        error = self.assertRaises(UsageError, parse, f"--counter-file={path}")
-        self.assertIn(path, str(error))
+        error = self.assertRaises(StartupError, parse, f"--counter-file={path}")
+        self.assertEqual(
+            str(error),
+            f"netdemos: --counter-file: {path} does not hold a request count"
+            " (only ASCII digits and a final newline): b'1_000\\n'",
+        )
         missingDir = os.path.join(directory, "missing", "count")
-        error = self.assertRaises(UsageError, parse, f"--counter-file={missingDir}")
+        error = self.assertRaises(StartupError, parse, f"--counter-file={missingDir}")
         self.assertIn("cannot write in", str(error))
+
+    def test_counterFileWithNoNumberLeftIsRefusedInOneLine(self) -> None:
+        """
+        A count that parses but leaves no number to hand out is refused when
+        the service is made, the same way as a bad file.
+        """
+        path = self.counterFile(f"{MAX_COUNT}\n")
+        options = parse(f"--counter-file={path}")
+        error = self.assertRaises(
+            StartupError, tap.makeService, options, MemoryReactorClock()
+        )
+        self.assertEqual(
+            str(error),
+            f"netdemos: --counter-file: {path} holds {MAX_COUNT}, the largest"
+            " count: no number is left",
+        )
 
     def test_counterFileIsSavedOnStop(self) -> None:
         path = self.counterFile("41\n")
@@ -372,6 +521,16 @@ class OperatorOptionsTests(SynchronousTestCase):
         self.successResultOf(service.stopService())
         with open(path) as f:
             self.assertEqual(f.read(), "42\n")
+
+    def test_httpHeaderTimeoutReachesTheSite(self) -> None:
+        """
+        --http-header-timeout sets the counter's header deadline, 10 s by
+        default.
+        """
+        for argv, expected in (([], 10.0), (["--http-header-timeout=2.5"], 2.5)):
+            _, ports = listening(*argv)
+            sites = [f for _, f, _ in ports if isinstance(f, CounterSite)]
+            self.assertEqual([site.headerTimeout for site in sites], [expected])
 
 
 class HelpExamplesTests(SynchronousTestCase):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chat_support import Room, received
-from http_support import get
+from support.chat import Room, received
+from support.http import get
+from support.web import HOST, WebSocketClient, webSite
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from web_support import HOST, WebSocketClient, webSite
 from wsproto.events import CloseConnection, Pong
 from wsproto.frame_protocol import FrameProtocol, Opcode
 from zope.interface.verify import verifyObject

@@ -131,7 +131,9 @@ class RoomMember(TimeoutMixin):
         # Set once we have decided to close: from then on nothing is read,
         # relayed or sent.
         self.closing = False
-        self._waiting: deque[bytes | None] = deque()
+        # Lines read but not yet handled; an empty deque costs 600 bytes, so
+        # an idle member (most of a crowd) has none.
+        self._waiting: deque[bytes | None] | None = None
         self._bucket = TokenBucket(settings.clock, settings.rate, settings.burst)
         self._nextBatch: IDelayedCall | None = None
         self._readsPaused = False
@@ -192,7 +194,10 @@ class RoomMember(TimeoutMixin):
         and handle what the rate allows now.
         """
         self.resetTimeout()
-        self._waiting.extend(lines)
+        if self._waiting is None:
+            self._waiting = deque(lines)
+        else:
+            self._waiting.extend(lines)
         if self._nextBatch is None:
             self._handleWaiting()
 
@@ -223,7 +228,8 @@ class RoomMember(TimeoutMixin):
         """
         self._nextBatch = None
         budget = LINES_PER_TURN
-        while self._waiting and not self.closing:
+        waiting = self._waiting
+        while waiting and not self.closing:
             if not budget:
                 self._later(0)
                 return
@@ -231,13 +237,14 @@ class RoomMember(TimeoutMixin):
                 self._later(self._bucket.wait())
                 return
             budget -= 1
-            line = self._waiting.popleft()
+            line = waiting.popleft()
             if line is None:
                 self.tell(
                     f"! line too long: over {self._settings.maxLine} bytes, discarded"
                 )
             else:
                 self.lineReceived(line)
+        self._waiting = None
         if self.closing:
             return
         if self._ended:

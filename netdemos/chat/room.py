@@ -107,6 +107,12 @@ class Turn:
     def hasOwn(self, member: IMember) -> bool:
         return member in self._ops or member in self._starts
 
+    def withOwn(self) -> list[IMember]:
+        """
+        The members with ops of their own or a later start, in no set order.
+        """
+        return list(self._ops.keys() | self._starts.keys())
+
     def dataFor(self, member: IMember) -> bytes:
         """
         Everything this turn holds for C{member}, in order.
@@ -195,17 +201,23 @@ class ChatRoom:
 
     def _announce(
         self, notice: str, crowd: int, exclude: IMember | None = None
-    ) -> None:
+    ) -> bool:
         """
         Tell everyone (but C{exclude}) of a join, departure or rename, unless
         the room (C{crowd}, counting the client concerned) is a crowd, or such
         notices are coming too fast to read.
+
+        @return: whether it was announced.  What is not announced is not
+            logged one by one either, for the same reason: a crowd arriving,
+            or a client churning, would cost a log line each, most of the
+            reactor's time and the log's disk.
         """
         if crowd > ANNOUNCE_LIMIT or not self._announcements.take():
-            return
+            return False
         if exclude is not None:
             self._turn.skipNext(exclude)
         self._queue(f"{notice}\r\n".encode())
+        return True
 
     def join(self, client: IMember, welcome: str) -> None:
         """
@@ -214,14 +226,17 @@ class ChatRoom:
         """
         self._members[client.name.casefold()] = client
         self._who = None
-        self._announce(f"* {client.name} joined ({len(self)} in the room)", len(self))
+        announced = self._announce(
+            f"* {client.name} joined ({len(self)} in the room)", len(self)
+        )
         self._turn.startHere(client)
         self.tell(client, welcome)
-        log.info(
-            "chat: {name} joined ({count} in the room)",
-            name=client.name,
-            count=len(self),
-        )
+        if announced:
+            log.info(
+                "chat: {name} joined ({count} in the room)",
+                name=client.name,
+                count=len(self),
+            )
 
     def leave(self, client: IMember, why: str = "left") -> bytes:
         """
@@ -238,13 +253,13 @@ class ChatRoom:
         self._who = None
         last = self._turn.dataFor(client)
         self._turn.forget(client)
-        self._announce(f"* {client.name} {why}", len(self) + 1)
-        log.info(
-            "chat: {name} {why} ({count} in the room)",
-            name=client.name,
-            why=why,
-            count=len(self),
-        )
+        if self._announce(f"* {client.name} {why}", len(self) + 1):
+            log.info(
+                "chat: {name} {why} ({count} in the room)",
+                name=client.name,
+                why=why,
+                count=len(self),
+            )
         return last
 
     def rename(self, client: IMember, newName: str) -> None:
@@ -253,8 +268,8 @@ class ChatRoom:
         client.name = newName
         self._members[newName.casefold()] = client
         self._who = None
-        self._announce(f"* {oldName} is now {newName}", len(self), exclude=client)
-        log.info("chat: {old} is now {new}", old=oldName, new=newName)
+        if self._announce(f"* {oldName} is now {newName}", len(self), exclude=client):
+            log.info("chat: {old} is now {new}", old=oldName, new=newName)
 
     def close(self) -> None:
         """
@@ -315,12 +330,19 @@ class ChatRoom:
         turn, self._turn = self._turn, Turn()
         if not turn:
             return
-        everyone = b"".join(turn.chunks)
-        # A copy, because a recipient that is too slow leaves during the loop.
-        for client in list(self._members.values()):
-            data = turn.dataFor(client) if turn.hasOwn(client) else everyone
-            if data:
-                client.deliver(data)
+        if turn.chunks:
+            everyone = b"".join(turn.chunks)
+            # A copy, because a recipient that is too slow leaves during the loop.
+            for client in list(self._members.values()):
+                data = turn.dataFor(client) if turn.hasOwn(client) else everyone
+                if data:
+                    client.deliver(data)
+        else:
+            # Only replies and welcomes: a crowd arriving, or one client
+            # asking /who, costs nothing for the members who get nothing.
+            for client in turn.withOwn():
+                if self._members.get(client.name.casefold()) is client:
+                    client.deliver(turn.dataFor(client))
         if self.unsent > self.memory:
             self.overBudget()
 

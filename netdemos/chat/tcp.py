@@ -33,7 +33,7 @@ from netdemos.chat.member import (
     RoomMember,
 )
 from netdemos.chat.room import ChatRoom
-from netdemos.limits import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
 
 # The limits every member shares are the TCP chat's too.
 __all__ = [

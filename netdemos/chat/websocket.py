@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from netdemos.chat.member import MemberSettings, RoomMember
-from netdemos.limits import Connections
+from netdemos.connections import Connections
 from netdemos.websocket import (
     GOING_AWAY,
     NORMAL_CLOSURE,

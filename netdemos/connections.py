@@ -1,6 +1,7 @@
 """
-What every service shares: a count of its live connections, a cap on them, and
-a way to close them all gracefully when the server stops.
+The live connections of a service: a registry that counts them, caps them, and
+closes them all gracefully when the server stops (L{Drainable}, the contract a
+service's factory offers L{netdemos.lifecycle.NetdemosService}).
 """
 
 from __future__ import annotations
@@ -114,3 +115,14 @@ class Connections:
         """
         for protocol in list(self.live):
             protocol.transport.abortConnection()
+
+
+class Drainable(Protocol):
+    """
+    What a service's factory offers for a graceful stop: its connections, and
+    a C{close} that closes them gracefully and fires once they are all gone.
+    """
+
+    connections: Connections
+
+    def close(self) -> Deferred[None]: ...

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat_support import Room, RoomTransport
 from twisted.internet.address import IPv4Address
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -23,6 +22,7 @@ from wsproto.events import (
 )
 
 from netdemos.web import WebSite
+from support.chat import Room, RoomTransport
 
 HOST = "127.0.0.1:8081"
 

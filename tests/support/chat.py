@@ -17,14 +17,16 @@ class RoomTransport(StringTransportWithDisconnection):
     A string transport that counts writes, and whose L{value} first ends the
     current turn of the (fake) reactor, as a real client would only read after
     it: the room sends what was said during a turn at the end of that turn.
+    Its close may be made to linger, as a real one does while data is unsent.
     """
 
-    def __init__(self, clock: Clock, peer: IPv4Address) -> None:
+    def __init__(self, clock: Clock, peer: IPv4Address, lingers: bool = False) -> None:
         super().__init__(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 1025), peerAddress=peer
         )
         self.clock = clock
         self.writes = 0
+        self.lingers = lingers
 
     def write(self, data: bytes) -> None:
         self.writes += 1
@@ -34,6 +36,21 @@ class RoomTransport(StringTransportWithDisconnection):
         self.clock.advance(0)
         data: bytes = super().value()
         return data
+
+    def loseConnection(self) -> None:
+        if self.lingers:
+            # Closing but not closed, as a real transport is while it still
+            # has data to send: connectionLost comes with finishClosing().
+            self.disconnecting = True
+        else:
+            super().loseConnection()
+
+    def finishClosing(self) -> None:
+        """
+        Complete a lingering close: the protocol's C{connectionLost} runs now.
+        """
+        self.lingers = False
+        self.loseConnection()
 
 
 class Room:
@@ -61,12 +78,19 @@ class Room:
         )
         self._nextPort = 40000
 
-    def connect(self) -> tuple[ChatClient, RoomTransport]:
+    def connect(self, lingers: bool = False) -> tuple[ChatClient, RoomTransport]:
+        """
+        Connect a new client.
+
+        @param lingers: if true, a close the server asks for does not complete
+            (and C{connectionLost} does not run) until the test calls the
+            transport's C{finishClosing}.
+        """
         self._nextPort += 1
         peer = IPv4Address("TCP", "127.0.0.1", self._nextPort)
         client = self.factory.buildProtocol(peer)
         assert isinstance(client, ChatClient)
-        transport = RoomTransport(self.clock, peer)
+        transport = RoomTransport(self.clock, peer, lingers)
         transport.protocol = client
         client.makeConnection(transport)
         return client, transport

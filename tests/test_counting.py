@@ -1,0 +1,168 @@
+"""
+Tests for L{netdemos.counting}: the HTTP count across restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from netdemos.counting import (
+    MAX_COUNT,
+    CounterFileError,
+    FileCounter,
+    ICounter,
+    MemoryCounter,
+    readCount,
+)
+
+# Contents that are not a count: int() accepts most of the first ones.
+NOT_A_COUNT = [
+    b"1_000",
+    b"+5",
+    b" 7",
+    b"7 \n",
+    b"-5\n",
+    "\u0661\u0662".encode(),  # Arabic-Indic digits: int("١٢") is 12
+    b"",
+    b"\x00\xff",
+    b"twelve\n",
+    b"12\n\n",
+    b"41\r\n",
+    b"9" * 20,
+    b"9" * 5000,
+    b"%d\n" % (MAX_COUNT + 1,),
+]
+
+
+class PersistentCounterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.directory)
+        self.path = os.path.join(self.directory, "count")
+
+    def test_cleanStopContinuesWhereItLeftOff(self) -> None:
+        """
+        Three requests, a clean stop, and the next run's first request is #4.
+        """
+        counter = FileCounter(self.path)
+        self.assertEqual([counter.next() for _ in range(3)], [1, 2, 3])
+        counter.save()
+        self.assertEqual(FileCounter(self.path).next(), 4)
+
+    def test_crashNeverRepeatsANumber(self) -> None:
+        """
+        After a crash (no save), the next run starts above every number the
+        last one could have handed out: numbers may be skipped, never repeated.
+        """
+        counter = FileCounter(self.path, reserve=10)
+        handedOut = [counter.next() for _ in range(25)]
+        restarted = FileCounter(self.path, reserve=10)
+        self.assertGreater(restarted.next(), max(handedOut))
+
+    def test_diskIsWrittenOncePerBlockNotPerRequest(self) -> None:
+        counter = FileCounter(self.path, reserve=100)
+        writes = []
+        original = os.replace
+
+        def countingReplace(source: str, destination: str) -> None:
+            writes.append(destination)
+            original(source, destination)
+
+        self.patch(os, "replace", countingReplace)
+        for _ in range(250):
+            counter.next()
+        self.assertEqual(len(writes), 3)
+        self.assertEqual(readCount(self.path), 300)
+
+    def test_missingFileStartsAtOneAndIsCreated(self) -> None:
+        counter = FileCounter(self.path)
+        self.assertTrue(os.path.exists(self.path))
+        self.assertEqual(counter.next(), 1)
+
+    def write(self, content: bytes) -> None:
+        with open(self.path, "wb") as f:
+            f.write(content)
+
+    def test_garbageIsAnErrorNotAReset(self) -> None:
+        """
+        A file that is not exactly a count is refused with a one-line message
+        naming it, and left as it is, down to its modification time.
+
+        Silently starting again from 1 would repeat numbers; reading C{1_000}
+        as 1000, or the first 100 of 5000 digits as a count, would make the
+        count jump or go backwards; and rewriting the file would destroy what
+        the operator needs to look at.
+        """
+        for content in NOT_A_COUNT:
+            self.write(content)
+            before = os.stat(self.path)
+            error = self.assertRaises(CounterFileError, FileCounter, self.path)
+            self.assertIn(self.path, str(error))
+            self.assertNotIn("\n", str(error))
+            with open(self.path, "rb") as f:
+                self.assertEqual(f.read(), content)
+            self.assertEqual(os.stat(self.path).st_mtime_ns, before.st_mtime_ns)
+
+    def test_digitsWithOrWithoutANewlineAreACount(self) -> None:
+        """
+        What netdemos writes (C{41\\n}) is read, and so is a count written
+        without its newline (C{printf 41}), up to the largest count.
+        """
+        for content, count in [
+            (b"41\n", 41),
+            (b"41", 41),
+            (b"0\n", 0),
+            (b"007", 7),
+            (b"%d\n" % (MAX_COUNT,), MAX_COUNT),
+        ]:
+            self.write(content)
+            self.assertEqual(readCount(self.path), count)
+
+    def test_reservingStopsAtTheLargestCount(self) -> None:
+        """
+        Near the largest count, a reserved block ends at it, so the file
+        never holds a count the next run would refuse; the last number is
+        handed out once, and the one after is refused, not repeated.
+        """
+        self.write(b"%d\n" % (MAX_COUNT - 2,))
+        counter = FileCounter(self.path, reserve=1000)
+        self.assertEqual([counter.next(), counter.next()], [MAX_COUNT - 1, MAX_COUNT])
+        self.assertEqual(readCount(self.path), MAX_COUNT)
+        error = self.assertRaises(CounterFileError, counter.next)
+        self.assertIn(str(MAX_COUNT), str(error))
+        self.assertEqual(readCount(self.path), MAX_COUNT)
+
+    def test_fileAtTheLargestCountIsRefusedAtStartup(self) -> None:
+        """
+        A server that could only refuse every request does not start.
+        """
+        self.write(b"%d\n" % (MAX_COUNT,))
+        error = self.assertRaises(CounterFileError, FileCounter, self.path)
+        self.assertIn("no number is left", str(error))
+
+    def test_unreadableFileIsAnError(self) -> None:
+        os.mkdir(self.path)  # reading a directory fails
+        error = self.assertRaises(CounterFileError, FileCounter, self.path)
+        self.assertIn(f"cannot read {self.path}", str(error))
+
+    def test_unwritableDirectoryIsAnErrorAtStartup(self) -> None:
+        missing = os.path.join(self.directory, "no", "such", "count")
+        error = self.assertRaises(CounterFileError, FileCounter, missing)
+        self.assertIn(f"cannot write {missing}", str(error))
+
+
+class InterfaceTests(SynchronousTestCase):
+    def test_everyCounterIsAnICounter(self) -> None:
+        """
+        The HTTP resource only knows L{ICounter}: each home for the count
+        provides it.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        for counter in (MemoryCounter(), FileCounter(os.path.join(directory, "n"))):
+            verifyObject(ICounter, counter)
