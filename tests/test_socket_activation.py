@@ -11,9 +11,9 @@ child needs goes in with C{-E}.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
-import os
 import shutil
 import signal
 from collections.abc import Sequence
