@@ -10,10 +10,12 @@ returns the figure the report shows.
 from __future__ import annotations
 
 import errno
+import math
 import re
 import select
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import time
@@ -85,15 +87,47 @@ class LoadError(RuntimeError):
     """
 
 
-def connect(port: int, nodelay: bool = True) -> socket.socket:
+# A WebSocket handshake (RFC 6455's sample key: the server's answer is not
+# checked, only its status).
+WEBSOCKET_REQUEST = (
+    b"GET %s HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+TEXT, BINARY = 0x1, 0x2
+
+
+def connect(
+    port: int, nodelay: bool = True, webSocket: bytes | None = None
+) -> socket.socket:
     """
-    A connected, then non-blocking, client socket.
+    A connected, then non-blocking, client socket; a WebSocket to the path
+    C{webSocket}, if given.
     """
     s = socket.create_connection(("127.0.0.1", port))
     if nodelay:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if webSocket is not None:
+        s.sendall(WEBSOCKET_REQUEST % (webSocket,))
+        response = b""
+        while b"\r\n\r\n" not in response:
+            data = s.recv(4096)
+            if not data:
+                raise LoadError("the server closed a WebSocket handshake")
+            response += data
+        if not response.startswith(b"HTTP/1.1 101 "):
+            raise LoadError(f"WebSocket refused: {response[:40]!r}")
     s.setblocking(False)
     return s
+
+
+def clientFrame(opcode: int, payload: bytes) -> bytes:
+    """
+    One WebSocket frame as a client sends it: masked, as clients must, with
+    the all-zero mask, so the payload goes as it is and costs no work here.
+    """
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
 
 
 def startConnecting(port: int) -> socket.socket:
@@ -147,13 +181,18 @@ def drain(
 
 @contextmanager
 def connectPolled(
-    port: int, count: int, events: int, nodelay: bool = True
+    port: int,
+    count: int,
+    events: int,
+    nodelay: bool = True,
+    webSocket: bytes | None = None,
 ) -> Iterator[tuple[list[socket.socket], dict[int, socket.socket], select.epoll]]:
     """
-    Open C{count} connections to C{port}, each registered with one epoll;
-    close them all, and the epoll, on the way out.
+    Open C{count} connections to C{port} (WebSockets to the path C{webSocket},
+    if given), each registered with one epoll; close them all, and the epoll,
+    on the way out.
     """
-    sockets = [connect(port, nodelay=nodelay) for _ in range(count)]
+    sockets = [connect(port, nodelay, webSocket) for _ in range(count)]
     poller = select.epoll()
     try:
         for s in sockets:
@@ -164,14 +203,43 @@ def connectPolled(
         closeAll(sockets)
 
 
-def echoPingPong(server: Server, seconds: float, clients: int = 50) -> dict[str, float]:
+@contextmanager
+def clientSockets(
+    server: Server,
+) -> Iterator[tuple[select.epoll, dict[int, socket.socket]]]:
     """
-    Messages per second, with one 64-byte message in flight per client.
+    An epoll and a map of client sockets by file descriptor, for a load to
+    fill; on the way out C{server} is stopped, then the sockets are closed.
+
+    The server goes first: with the clients gone first, each departure would
+    be announced to everyone still connected.
     """
-    size = 64
-    message = b"p" * size
+    poller = select.epoll()
+    byFd: dict[int, socket.socket] = {}
+    try:
+        yield poller, byFd
+    finally:
+        server.stop()
+        poller.close()
+        closeAll(list(byFd.values()))
+
+
+def echoPingPong(
+    server: Server, seconds: float, clients: int = 50, webSocket: bool = False
+) -> dict[str, float]:
+    """
+    Messages per second, with one 64-byte message in flight per client; over
+    WebSocket (C{/echo}, binary messages) if C{webSocket}.
+    """
+    message = b"p" * 64
+    port, path = server.port("echo"), None
+    if webSocket:
+        port, path = server.port("web"), b"/echo"
+        message = clientFrame(BINARY, message)
+    # What comes back: the same bytes, or for WebSocket an unmasked frame.
+    size = len(message) - 4 if webSocket else len(message)
     window = Window(server, seconds)
-    with connectPolled(server.ports["echo"], clients, IN) as (sockets, byFd, poller):
+    with connectPolled(port, clients, IN, webSocket=path) as (sockets, byFd, poller):
         owed = dict.fromkeys(byFd, size)
         for s in sockets:
             s.send(message)
@@ -201,7 +269,7 @@ def echoBulk(
     """
     chunk = memoryview(b"b" * (size * inFlight))
     window = Window(server, seconds)
-    with connectPolled(server.ports["echo"], clients, IN | OUT, nodelay=False) as (
+    with connectPolled(server.port("echo"), clients, IN | OUT, nodelay=False) as (
         _,
         byFd,
         poller,
@@ -229,7 +297,7 @@ def httpWrk(server: Server, seconds: float, connections: int = 50) -> dict[str, 
     """
     Requests per second as measured by C{wrk -t1}, pinned to the generator CPU.
     """
-    url = f"http://127.0.0.1:{server.ports['http']}/"
+    url = f"http://127.0.0.1:{server.port('http')}/"
     cpuBefore = server.cpuSeconds()
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url]
     out = subprocess.run(
@@ -254,7 +322,7 @@ def httpKeepAlive(
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     marker = b"HTTP/1.1 "
     window = Window(server, seconds)
-    port = server.ports["http"]
+    port = server.port("http")
     with connectPolled(port, connections, IN) as (sockets, byFd, poller):
         tails = dict.fromkeys(byFd, b"")
         for s in sockets:
@@ -280,17 +348,24 @@ def chatFanOut(
     clients: int = 200,
     senders: int = 4,
     inFlight: int = 16,
+    webSocket: bool = False,
 ) -> dict[str, float]:
     """
-    Lines delivered per second, summed over all clients.
+    Lines delivered per second, summed over all clients; over WebSocket
+    (C{/chat}) if C{webSocket}.
 
     The first C{senders} clients each keep C{inFlight} lines in flight: a line
     is in flight until it comes back to its own sender, recognised by a token
     only that sender puts in its lines.  Every client, senders included, counts
-    the newlines it receives.  Fewer than about 16 in flight per sender leaves
-    the server idle between round trips, measuring latency, not throughput.
+    the newlines it receives (over WebSocket, the text frames: each line is one,
+    and its ASCII text never holds the byte 0x81 that starts one).  Fewer than
+    about 16 in flight per sender leaves the server idle between round trips,
+    measuring latency, not throughput.
     """
-    with connectPolled(server.ports["chat"], clients, IN) as (sockets, byFd, poller):
+    port, path, lineEnd = server.port("chat"), None, b"\n"
+    if webSocket:
+        port, path, lineEnd = server.port("web"), b"/chat", b"\x81"
+    with connectPolled(port, clients, IN, webSocket=path) as (sockets, byFd, poller):
         # Let join announcements (netdemos makes some) pass before counting.
         server.waitIdle(quiet=0.2, timeout=30)
         drain(byFd, poller, 0.2)
@@ -301,14 +376,15 @@ def chatFanOut(
         for i, s in enumerate(sockets[:senders]):
             fd = s.fileno()
             tokens[fd] = b"@S%d@" % (i,)
-            lines[fd] = (tokens[fd] + b"." * 64)[:62] + b"\r\n"
+            line = (tokens[fd] + b"." * 64)[:62]
+            lines[fd] = clientFrame(TEXT, line) if webSocket else line + b"\r\n"
             tails[fd] = b""
             s.send(lines[fd] * inFlight)
 
         window = Window(server, seconds)
         for fd, _ in window.events(poller, 0.5):
             data = recvOrFail(byFd[fd])
-            window.count += data.count(b"\n")
+            window.count += data.count(lineEnd)
             token = tokens.get(fd)
             if token is not None:
                 data = tails[fd] + data
@@ -334,29 +410,23 @@ def chatIdle(server: Server, clients: int, settleTimeout: float) -> dict[str, fl
     client reads what the server sends, as real idle clients would.
     """
     rssBefore = server.rssBytes()
-    port = server.ports["chat"]
-    poller = select.epoll()
-    byFd: dict[int, socket.socket] = {}
+    port = server.port("chat")
     batch = 40
     began = time.perf_counter()
     deadline = began + settleTimeout
+    with clientSockets(server) as (poller, byFd):
 
-    def readFor(timeout: float, connecting: set[int]) -> None:
-        for fd, event in poller.poll(timeout):
-            if event & OUT and fd in connecting:
-                connecting.discard(fd)
-                poller.modify(fd, IN)
-            if event & IN:
-                recvOrFail(byFd[fd])
+        def readFor(timeout: float, connecting: set[int]) -> None:
+            for fd, event in poller.poll(timeout):
+                if event & OUT and fd in connecting:
+                    connecting.discard(fd)
+                    poller.modify(fd, IN)
+                if event & IN:
+                    recvOrFail(byFd[fd])
 
-    try:
         while len(byFd) < clients:
-            connecting = set()
-            for _ in range(min(batch, clients - len(byFd))):
-                s = startConnecting(port)
-                byFd[s.fileno()] = s
-                connecting.add(s.fileno())
-                poller.register(s.fileno(), IN | OUT)
+            count = min(batch, clients - len(byFd))
+            connecting = set(connectAtOnce(port, count, poller, byFd))
             while connecting or acceptQueueLength(port):
                 if time.perf_counter() > deadline:
                     raise LoadError(f"only {len(byFd) - len(connecting)} connected")
@@ -395,13 +465,33 @@ def chatIdle(server: Server, clients: int, settleTimeout: float) -> dict[str, fl
                     missing.discard(fd)
                 tails[fd] = data[-(len(token) - 1) :]
         fanOut = time.perf_counter() - sent
-    finally:
-        # Stop the server first: with the clients gone first, each departure
-        # would be announced to everyone still connected.
-        server.stop()
-        poller.close()
-        closeAll(list(byFd.values()))
     return {"rss": rssPerClient, "settle": settled, "fanout": fanOut}
+
+
+def connectAtOnce(
+    port: int,
+    count: int,
+    poller: select.epoll,
+    byFd: dict[int, socket.socket],
+    serve: Callable[[float], None] = lambda timeout: None,
+) -> list[int]:
+    """
+    Begin C{count} non-blocking connects to C{port} as fast as possible.
+
+    Each socket joins C{byFd} and C{poller} (for C{IN | OUT}: C{OUT} says the
+    connect completed).  C{serve(0)} runs every few hundred connects, so the
+    first connections can be served while the rest are still being opened.
+    Returns their file descriptors.
+    """
+    opened = []
+    for i in range(count):
+        s = startConnecting(port)
+        byFd[s.fileno()] = s
+        opened.append(s.fileno())
+        poller.register(s.fileno(), IN | OUT)
+        if i % 500 == 499:
+            serve(0)
+    return opened
 
 
 def connectionBurst(server: Server, clients: int, timeout: float) -> float:
@@ -413,39 +503,238 @@ def connectionBurst(server: Server, clients: int, timeout: float) -> float:
     had no room for wait for the client's SYN retransmission (1 s, then 3 s,
     ...), which is what a small backlog costs.
     """
-    port = server.ports["echo"]
-    poller = select.epoll()
-    byFd: dict[int, socket.socket] = {}
-    waiting: set[int] = set()
+    port = server.port("echo")
+    served: set[int] = set()
+    with clientSockets(server) as (poller, byFd):
 
-    def serve(timeoutNow: float) -> None:
-        for fd, event in poller.poll(timeoutNow):
-            s = byFd[fd]
-            if event & (select.EPOLLERR | select.EPOLLHUP):
-                code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                raise LoadError(f"connection failed: {errno.errorcode.get(code)}")
-            if event & OUT:
-                s.send(b"x")
-                poller.modify(fd, IN)
-            elif event & IN and recvOrFail(s):
-                waiting.discard(fd)
-                poller.unregister(fd)
+        def serve(timeoutNow: float) -> None:
+            for fd, event in poller.poll(timeoutNow):
+                s = byFd[fd]
+                if event & (select.EPOLLERR | select.EPOLLHUP):
+                    code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    raise LoadError(f"connection failed: {errno.errorcode.get(code)}")
+                if event & OUT:
+                    s.send(b"x")
+                    poller.modify(fd, IN)
+                elif event & IN and recvOrFail(s):
+                    served.add(fd)
+                    poller.unregister(fd)
 
-    began = time.perf_counter()
-    try:
-        for i in range(clients):
-            s = startConnecting(port)
-            byFd[s.fileno()] = s
-            waiting.add(s.fileno())
-            poller.register(s.fileno(), IN | OUT)
-            if i % 500 == 499:
-                serve(0)
-        while waiting:
+        began = time.perf_counter()
+        connectAtOnce(port, clients, poller, byFd, serve)
+        while len(served) < clients:
             if time.perf_counter() - began > timeout:
-                raise LoadError(f"{len(waiting)} of {clients} not served in time")
+                missing = clients - len(served)
+                raise LoadError(f"{missing} of {clients} not served in time")
             serve(0.5)
         return time.perf_counter() - began
-    finally:
-        server.stop()
-        poller.close()
-        closeAll(list(byFd.values()))
+
+
+HERALD = b"@HERALD@"
+HERALD_PERIOD = 0.05
+# The start of a line a joining client never finishes, so no room shows it.
+UNFINISHED_LINE = b" "
+
+
+def chatJoin(server: Server, clients: int, timeout: float) -> dict[str, float]:
+    """
+    Seconds from the first of C{clients} chat connects, opened at once, until
+    every one of them has received something from the room; and the server's
+    CPU seconds meanwhile.
+
+    A room sends a client nothing before it is in, so a client's first data
+    proves it was admitted.  netdemos greets each newcomer with a welcome line;
+    the naive room says nothing on join, but takes a client in the moment it
+    accepts its connection.  So a herald, in the room before the burst, says a
+    line as soon as the server holds a socket for every client (as
+    C{/proc/PID/fd} shows), and again, if anyone missed it, once it has come
+    back to the herald.  The naive figure is then its last accept plus one
+    fan-out, without a line said to a half-full room to slow it down; netdemos
+    hears the herald too, but its welcomes come first.
+
+    On connecting, each client sends the start of a line it never finishes.
+    Under a burst the kernel answers some handshakes with SYN cookies, and a
+    connection whose last ACK met a full accept queue exists only on the
+    client's side until the client sends something (its retransmissions then
+    get it in): without this, the naive room, with Twisted's listen backlog
+    of 50, never admits about a tenth of 2000 silent clients.  Every client
+    reads all it is sent, so none is slow.
+    """
+    port = server.port("chat")
+    admitted: set[int] = set()
+    heard = b""
+    with clientSockets(server) as (poller, byFd):
+        herald = connect(port)
+        byFd[herald.fileno()] = herald
+        poller.register(herald.fileno(), IN)
+
+        def serve(timeoutNow: float) -> None:
+            nonlocal heard
+            for fd, event in poller.poll(timeoutNow):
+                if event & (select.EPOLLERR | select.EPOLLHUP):
+                    raise LoadError(f"{len(admitted)} of {clients} admitted")
+                if event & OUT:
+                    byFd[fd].send(UNFINISHED_LINE)
+                    poller.modify(fd, IN)
+                if event & IN:
+                    data = recvOrFail(byFd[fd])
+                    if fd == herald.fileno():
+                        heard = heard[-len(HERALD) :] + data
+                    else:
+                        admitted.add(fd)
+
+        def heraldSays() -> None:
+            nonlocal heard
+            heard = b""
+            herald.send(HERALD + b" is everyone here?\r\n")
+
+        # The herald's first line coming back proves it is in the room.
+        heraldSays()
+        began = time.perf_counter()
+        while HERALD not in heard:
+            if time.perf_counter() - began > timeout:
+                raise LoadError("the herald never heard itself")
+            serve(0.5)
+        everyone = server.openFiles() + clients
+
+        began, cpuBefore = time.perf_counter(), server.cpuSeconds()
+        connectAtOnce(port, clients, poller, byFd, serve)
+        said = -math.inf
+        while len(admitted) < clients:
+            now = time.perf_counter()
+            if now - began > timeout:
+                raise LoadError(f"{len(admitted)} of {clients} admitted in time")
+            back = HERALD in heard or said == -math.inf
+            if back and now - said >= HERALD_PERIOD:
+                if server.openFiles() >= everyone:
+                    heraldSays()
+                    said = now
+            serve(0.005)
+        return {
+            "join": time.perf_counter() - began,
+            "cpu": server.cpuSeconds() - cpuBefore,
+        }
+
+
+PROBE_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+FLOOD = b"/nick fa\r\n/nick fb\r\n"
+
+
+class Probe:
+    """
+    HTTP GETs one after another, each on a new connection, as a visitor or a
+    health check makes them, timed from the connect until the server closes
+    the connection after its response.
+    """
+
+    def __init__(self, port: int, poller: select.epoll) -> None:
+        self.port = port
+        self.poller = poller
+        self.latencies: list[float] = []
+        self.socket: socket.socket | None = None
+        self.fd = -1
+        self.startedAt = 0.0
+        self.response = b""
+
+    def start(self) -> None:
+        self.socket = startConnecting(self.port)
+        self.fd = self.socket.fileno()
+        self.poller.register(self.fd, OUT)
+        self.startedAt = time.perf_counter()
+        self.response = b""
+
+    def handle(self, event: int) -> None:
+        """
+        Carry the GET in flight one step further, given its poll event.
+        """
+        assert self.socket is not None
+        if event & OUT:
+            self.socket.send(PROBE_REQUEST)
+            self.poller.modify(self.fd, IN)
+            return
+        data = self.socket.recv(RECV_SIZE)
+        if data:
+            self.response += data
+            return
+        self.latencies.append(time.perf_counter() - self.startedAt)
+        if not self.response.startswith(b"HTTP/1.1 200 "):
+            raise LoadError(f"HTTP answered {self.response[:40]!r}")
+        self.stop()
+
+    def stop(self) -> None:
+        if self.socket is not None:
+            self.poller.unregister(self.fd)
+            closeAll([self.socket])
+            self.socket = None
+
+
+def chatFlood(
+    server: Server, seconds: float, clients: int = 1000, answerWithin: float = 30.0
+) -> dict[str, float]:
+    """
+    The worst and the median latency of HTTP GETs (see L{Probe}) while one
+    client floods C{/nick} commands into a chat room of C{clients} others.
+
+    The others are idle and never read.  The flooder writes renames for
+    C{seconds}, as fast as TCP takes them, and reads and discards what it is
+    sent, so nothing but the server slows it down.  Its lines end in CRLF, as
+    the naive room (a L{LineReceiver}) needs; to that room they are plain
+    lines, relayed to everyone.  One GET before the flood is not timed: a
+    server's first request pays for lazy imports, not for the flood.  The GET
+    in flight when the flood ends is waited for, up to C{answerWithin}
+    seconds; if it is still unanswered then, the time it waited counts (a
+    lower bound: the server is frozen, whatever the exact figure).
+    """
+    chatPort = server.port("chat")
+    # Whole lines, whatever part of the payload a send takes.
+    payload = memoryview(FLOOD * 4096)
+    offset = 0
+    with connectPolled(chatPort, clients, IN):
+        server.waitIdle(quiet=0.2, timeout=30)
+        with connectPolled(chatPort, 1, IN, nodelay=False) as ((flooder,), _, poller):
+            probe = Probe(server.port("http"), poller)
+
+            def serve(flooding: bool) -> None:
+                nonlocal offset
+                for fd, event in poller.poll(0.05):
+                    if fd == probe.fd:
+                        probe.handle(event)
+                        if flooding and probe.socket is None:
+                            probe.start()
+                        continue
+                    if event & IN:
+                        recvOrFail(flooder)
+                    if event & OUT:
+                        try:
+                            sent = flooder.send(payload[offset:])
+                        except BlockingIOError:
+                            continue
+                        offset = (offset + sent) % len(FLOOD)
+
+            def answered() -> bool:
+                deadline = time.perf_counter() + answerWithin
+                while probe.socket is not None:
+                    if time.perf_counter() > deadline:
+                        return False
+                    serve(False)
+                return True
+
+            try:
+                probe.start()
+                if not answered():
+                    raise LoadError(f"no HTTP answer in {answerWithin:g}s")
+                probe.latencies.clear()
+                poller.modify(flooder.fileno(), IN | OUT)
+                probe.start()
+                floodEnds = time.perf_counter() + seconds
+                while time.perf_counter() < floodEnds:
+                    serve(True)
+                poller.modify(flooder.fileno(), IN)
+                if not answered():
+                    probe.latencies.append(time.perf_counter() - probe.startedAt)
+            finally:
+                probe.stop()
+    return {
+        "worst": max(probe.latencies),
+        "median": statistics.median(probe.latencies),
+    }

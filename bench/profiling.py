@@ -91,15 +91,19 @@ def profileAll(seconds: float, source: Path | None) -> str:
     """
     Profile netdemos under the chat fan-out and HTTP loads.
     """
-    runs: list[tuple[str, Callable[[Server], object]]] = [
-        ("chat fan-out", lambda s: loads.chatFanOut(s, seconds)),
-        ("HTTP", lambda s: loads.httpLoad()(s, max(1, int(seconds)))),
+    runs: list[tuple[str, Callable[[Server], object], Callable[[], list[str]]]] = [
+        (
+            "chat fan-out",
+            lambda s: loads.chatFanOut(s, seconds),
+            servers.chatRateLifted,
+        ),
+        ("HTTP", lambda s: loads.httpLoad()(s, max(1, int(seconds))), list),
     ]
     out = ["## Where netdemos spends its time (py-spy)", ""]
-    for title, drive in runs:
-        server = servers.startNetdemos(source=source)
+    for title, drive, options in runs:
+        server = servers.startNetdemos(source=source, options=options)
         try:
-            server.waitAccepting()
+            server.secondsUntilListening()
             # Long enough to cover setup too; py-spy skips idle samples.
             result = record(server, seconds + loads.WARMUP + 3, drive)
         finally:

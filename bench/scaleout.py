@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from bench import loads, servers
 from bench.servers import Server
+from netdemos.testing import freePorts
 
 
 class Redis:
@@ -37,7 +38,7 @@ class Redis:
 
     def __init__(self) -> None:
         program = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.port = servers.freePort()
+        (self.port,) = freePorts(1)
         directory = servers.logDirectory() / f"redis-{self.port}"
         directory.mkdir()
         self.argv = [program, "--port", str(self.port), "--bind", "127.0.0.1"]
@@ -56,8 +57,8 @@ class Redis:
             self.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            preexec_fn=servers.pinToServerCPU,
         )
+        servers.pinToServerCPU(self.process.pid)
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port)) as probe:
@@ -82,7 +83,7 @@ def netdemosOn(redis: Redis | None, name: str) -> Server:
     if redis is not None:
         options.append(f"--redis={redis.url}")
     server = servers.startNetdemos(name=name, options=lambda: options)
-    server.waitAccepting()
+    server.secondsUntilListening()
     if redis is not None:
         deadline = time.monotonic() + 15
         while "is in the room on Redis" not in server.logPath.read_text():
@@ -93,7 +94,7 @@ def netdemosOn(redis: Redis | None, name: str) -> Server:
 
 
 def accepting(server: Server) -> Server:
-    server.waitAccepting()
+    server.secondsUntilListening()
     return server
 
 
@@ -155,8 +156,8 @@ def crossLatency(
     """
     Latencies in seconds of lines said on C{a} and heard on C{b}, at C{rate}.
     """
-    sender = socket.create_connection(("127.0.0.1", a.ports["chat"]))
-    receiver = socket.create_connection(("127.0.0.1", b.ports["chat"]))
+    sender = socket.create_connection(("127.0.0.1", a.port("chat")))
+    receiver = socket.create_connection(("127.0.0.1", b.port("chat")))
     buffer = bytearray()
     try:
         time.sleep(0.5)  # let the welcome and joins pass
@@ -187,7 +188,7 @@ def roomWholeAgain(redis: Redis, a: Server, b: Server) -> float:
     Kill Redis, start it again empty; seconds from its first answer until a
     client on each instance has been told the room is whole again.
     """
-    clients = [socket.create_connection(("127.0.0.1", s.ports["chat"])) for s in (a, b)]
+    clients = [socket.create_connection(("127.0.0.1", s.port("chat"))) for s in (a, b)]
     buffers = [bytearray(), bytearray()]
     try:
         redis.kill()
@@ -260,15 +261,15 @@ def main() -> None:
         {
             "two": withServers(
                 [lambda: netdemosOn(redis, "a"), lambda: netdemosOn(redis, "b")],
-                lambda s: fanOut([each.ports["chat"] for each in s], args.seconds),
+                lambda s: fanOut([each.port("chat") for each in s], args.seconds),
             ),
             "one": withServers(
                 [lambda: netdemosOn(None, "one")],
-                lambda s: fanOut([s[0].ports["chat"]], args.seconds),
+                lambda s: fanOut([s[0].port("chat")], args.seconds),
             ),
             "naive": withServers(
                 [lambda: accepting(servers.startBaseline("chat"))],
-                lambda s: fanOut([s[0].ports["chat"]], args.seconds),
+                lambda s: fanOut([s[0].port("chat")], args.seconds),
             ),
         },
     )

@@ -10,8 +10,6 @@ on CPU 1, never competes with them for a core.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SERVICES = ("echo", "http", "chat")
+from netdemos.testing import (
+    SERVICES,
+    ServerExitedError,
+    ServerProcess,
+    freePorts,
+    loopbackEndpoint,
+    netdemosCommand,
+    serviceArguments,
+    spawn,
+)
+
 BASELINE_SCRIPTS = {
     "echo": "echo_server.py",
     "http": "web_counter.py",
@@ -29,6 +37,7 @@ BASELINE_SCRIPTS = {
 SERVER_CPU = 0
 GENERATOR_CPU = 1
 _BASELINES = Path(__file__).parent / "baselines"
+_PEERS = Path(__file__).parent / "peers.py"
 _LOGS = Path(tempfile.mkdtemp(prefix="netdemos-bench-"))
 
 
@@ -43,28 +52,14 @@ def canPin() -> bool:
     return len(os.sched_getaffinity(0)) > 1
 
 
-def pinToServerCPU() -> None:
-    # Runs in the child between fork and exec.
+def pinToServerCPU(pid: int) -> None:
     if canPin():
-        os.sched_setaffinity(0, {SERVER_CPU})
+        os.sched_setaffinity(pid, {SERVER_CPU})
 
 
 def pinToGeneratorCPU() -> None:
     if canPin():
         os.sched_setaffinity(0, {GENERATOR_CPU})
-
-
-def freePort() -> int:
-    """
-    Ask the kernel for a free loopback port by binding port 0.
-
-    The port is released before the server binds it; on a quiet machine
-    nothing else grabs it in between.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def acceptQueueLength(port: int) -> int:
@@ -79,36 +74,23 @@ def acceptQueueLength(port: int) -> int:
     return int(out[1]) if len(out) > 1 else 0
 
 
-def twistdPath() -> str:
-    candidate = Path(sys.executable).parent / "twistd"
-    return str(candidate) if candidate.exists() else "twistd"
-
-
 @dataclass
-class Server:
+class Server(ServerProcess):
     """
-    One running server process and the ports it serves, by service name.
+    One running server process, named for the report, and when it was
+    started.
     """
 
     name: str
-    process: subprocess.Popen[bytes]
-    ports: dict[str, int]
     startedAt: float
-    logPath: Path
-    stopped: bool = field(default=False)
+    # Servers started and stopped with this one (see L{startBaseline}).
+    companions: list[Server] = field(default_factory=list)
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def rssBytes(self) -> int:
+    def openFiles(self) -> int:
         """
-        Resident set size, from C{VmRSS} in C{/proc/PID/status}.
+        How many file descriptors the server holds (its sockets among them).
         """
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError(f"no VmRSS for {self.pid}")
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def cpuSeconds(self) -> float:
         """
@@ -120,23 +102,18 @@ class Server:
         ticks = int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
-    def waitAccepting(self, timeout: float = 15.0) -> float:
+    def secondsUntilListening(self, timeout: float = 15.0) -> float:
         """
-        Wait until every port accepts a connection; return seconds since exec.
+        Wait until the server listens on every port; return seconds since
+        exec.
         """
-        deadline = time.perf_counter() + timeout
-        waiting = set(self.ports.values())
-        while waiting:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: see {self.logPath}")
-            for port in list(waiting):
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        waiting.discard(port)
-            if waiting:
-                if time.perf_counter() > deadline:
-                    raise RuntimeError(f"{self.name} not accepting on {waiting}")
-                time.sleep(0.002)
+        try:
+            # A fine polling interval: this is the startup figure.
+            self.waitUntilListening(timeout, interval=0.002)
+        except ServerExitedError:
+            raise RuntimeError(f"{self.name} exited: see {self.logPath}") from None
+        except AssertionError as e:
+            raise RuntimeError(f"{self.name}: {e}") from None
         return time.perf_counter() - self.startedAt
 
     def waitIdle(self, quiet: float = 0.3, timeout: float = 60.0) -> bool:
@@ -154,47 +131,28 @@ class Server:
         return False
 
     def stop(self) -> None:
-        """
-        Stop with SIGTERM, as an operator would, and SIGKILL if that is slow.
-        """
-        if self.stopped:
-            return
-        self.stopped = True
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(3)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().stop()
+        for companion in self.companions:
+            companion.stop()
 
 
-def _childEnvironment(source: Path | None) -> dict[str, str]:
-    # Run from a neutral directory, twistd loads the installed netdemos (or
-    # the tree given as source), never whatever PYTHONPATH happens to hold.
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
-    return env
-
-
-def _spawn(
-    name: str, argv: list[str], ports: dict[str, int], source: Path | None = None
+def _start(
+    name: str, ports: dict[str, int], command: list[str], source: Path | None = None
 ) -> Server:
+    """
+    Start C{command}, serving on C{ports}, and pin it to the server's CPU.
+
+    It runs from a neutral directory, so that twistd loads the installed
+    netdemos (or the tree given as C{source}), never the current directory's.
+    """
     logPath = _LOGS / f"{name}-{'-'.join(map(str, ports.values()))}.log"
-    with logPath.open("wb") as log:
-        startedAt = time.perf_counter()
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=pinToServerCPU,
-            cwd=tempfile.gettempdir(),
-            env=_childEnvironment(source),
-        )
-    return Server(name, process, ports, startedAt, logPath)
+    startedAt = time.perf_counter()
+    process = spawn(command, Path(tempfile.gettempdir()), logPath, pythonPath=source)
+    # Pinned once started, not by a preexec_fn, which is unsafe in a process
+    # with threads; Python has started no thread of its own by then.
+    pinToServerCPU(process.pid)
+    servicePorts = {service: [port] for service, port in ports.items()}
+    return Server(process, logPath, servicePorts, name, startedAt)
 
 
 def startNetdemos(
@@ -204,7 +162,7 @@ def startNetdemos(
     options: Callable[[], list[str]] = list,
 ) -> Server:
     """
-    Run C{twistd -n netdemos} with all three services on free ports.
+    Run C{twistd -n netdemos} with every service on free ports.
 
     Logging stays on, as a user runs it: C{-n} sends twistd's log to stdout,
     which goes to a file.  C{extra} is appended to every endpoint string
@@ -212,11 +170,12 @@ def startNetdemos(
     the C{netdemos} package to run instead of the installed one.  C{options}
     makes more command-line options, afresh for each start.
     """
-    ports = {service: freePort() for service in SERVICES}
-    argv = [twistdPath(), "-n", "--pidfile=", "netdemos", *options()]
-    for service, port in ports.items():
-        argv.append(f"--{service}=tcp:{port}:interface=127.0.0.1{extra}")
-    return _spawn(name, argv, ports, source)
+    ports = dict(zip(SERVICES, freePorts(len(SERVICES)), strict=True))
+    endpoints = {
+        service: [loopbackEndpoint(port) + extra] for service, port in ports.items()
+    }
+    command = netdemosCommand([*options(), *serviceArguments(endpoints)])
+    return _start(name, ports, command, source)
 
 
 def operatorOptions() -> list[str]:
@@ -230,20 +189,35 @@ def operatorOptions() -> list[str]:
     ]
 
 
-def startBaseline(service: str) -> Server:
+def chatRateLifted() -> list[str]:
+    """
+    Lift netdemos's chat flood control, for loads that measure throughput.
+    """
+    return ["--chat-rate=0"]
+
+
+def startBaseline(service: str, *companions: str) -> Server:
     """
     Run the naive homepage script for C{service} as a plain script.
+
+    Each of C{companions} runs as a script of its own beside it, pinned to the
+    same CPU, as a beginner serves two of the homepage's examples; their ports
+    join the server's, and stopping the server stops them.
     """
-    port = freePort()
-    script = _BASELINES / BASELINE_SCRIPTS[service]
-    return _spawn("baseline", [sys.executable, str(script), str(port)], {service: port})
+    [port] = freePorts(1)
+    command = [sys.executable, str(_BASELINES / BASELINE_SCRIPTS[service]), str(port)]
+    server = _start("baseline", {service: port}, command)
+    for other in companions:
+        companion = startBaseline(other)
+        server.ports.update(companion.ports)
+        server.companions.append(companion)
+    return server
 
 
 def startPeer(service: str) -> Server:
     """
     Run the asyncio peer for C{service}, the generator-ceiling reference.
     """
-    port = freePort()
-    script = Path(__file__).parent / "peers.py"
-    argv = [sys.executable, str(script), service, str(port)]
-    return _spawn("peer", argv, {service: port})
+    [port] = freePorts(1)
+    command = [sys.executable, str(_PEERS), service, str(port)]
+    return _start("peer", {service: port}, command)

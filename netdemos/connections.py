@@ -76,6 +76,14 @@ class Connections:
         self.live.add(protocol)
         self.total += 1
 
+    def replace(self, old: Closeable, new: Closeable) -> None:
+        """
+        The same connection is now served by C{new} (an HTTP channel that was
+        upgraded to a WebSocket, say): it is still counted once.
+        """
+        self.live.discard(old)
+        self.live.add(new)
+
     def remove(self, protocol: Closeable) -> None:
         self.live.discard(protocol)
         if not self.live:

@@ -19,7 +19,12 @@ from io import BytesIO
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, ITLSTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocol,
+    ITLSTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -366,6 +371,14 @@ class GuardedChannel(HTTPChannel):
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         super().connectionLost(reason)
+
+    def _protocolUpgradeForWebsockets(self, protocol: IProtocol) -> None:
+        # The connection becomes a WebSocket's (see netdemos.web), and this
+        # channel never hears of it again, not even connectionLost: the
+        # headers' deadline, met already, must not outlive it.
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        super()._protocolUpgradeForWebsockets(protocol)
 
 
 class CountedChannel(GuardedChannel):

@@ -27,13 +27,20 @@ from netdemos import (
     hangup,
     lifecycle,
     proxy,
+    web,
+    websocket,
 )
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
 from netdemos.notify import Notifier
 
-SERVICES = ("echo", "http", "chat")
-DEFAULT_ENDPOINTS = {"echo": "tcp:1234", "http": "tcp:8080", "chat": "tcp:1025"}
+SERVICES = ("echo", "http", "chat", "web")
+DEFAULT_ENDPOINTS = {
+    "echo": "tcp:1234",
+    "http": "tcp:8080",
+    "chat": "tcp:1025",
+    "web": "tcp:8081",
+}
 
 # Twisted listens with a backlog of 50; a burst of connections beyond that is
 # dropped by the kernel and the clients retry after 1 s, 3 s, ...  Endpoints
@@ -55,7 +62,10 @@ _BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
 #   is no limit at all; 0 lifts the rate limit on purpose;
 # - 64 GiB of unsent output for the whole room is more than a test target's
 #   host should ever give it;
-# - an idle timeout of more than a week is no timeout, which is the default;
+# - a WebSocket message of 1 GiB, held whole in memory, times a crowd of
+#   clients, is more memory than any host has;
+# - an idle timeout (or a WebSocket ping interval) of more than a week is no
+#   timeout, which is the default;
 # - five minutes to send a request's headers is already a slowloris's dream;
 # - a stop that drains for more than an hour holds up every deploy, and
 #   systemd gives up after 90 s unless told otherwise.
@@ -63,6 +73,7 @@ _BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
 MIN_TIMEOUT = 0.001
 MAX_LINE_LIMIT = 1024 * 1024
 CHAT_BACKLOG_LIMIT = 1024**3
+WS_MAX_MESSAGE_LIMIT = 1024**3
 MAX_CONNECTIONS_LIMIT = 1_000_000
 IDLE_TIMEOUT_LIMIT = 7 * 24 * 3600
 HTTP_HEADER_TIMEOUT_LIMIT = 300
@@ -209,14 +220,15 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve echo (RFC 862), an HTTP request counter and a line-based chat"
-        " room from one process.  ENDPOINT is a Twisted endpoint string, such"
+        " room from one process, and the room and echo over WebSocket with a"
+        " chat page for browsers.  ENDPOINT is a Twisted endpoint string, such"
         " as tcp:1234, tcp:1234:interface=127.0.0.1, tcp6:1234,"
         " ssl:443:privateKey=key.pem:certKey=cert.pem,"
         " systemd:domain=INET:name=chat or unix:/run/chat.sock; haproxy:ENDPOINT"
         " reads a PROXY protocol header first, for a service behind a balancer;"
         " a bare number N means tcp:N, and 'none' switches a service off."
         " Each endpoint option may be given several times to listen on several"
-        " endpoints; several --chat endpoints share one room."
+        " endpoints; several --chat and --web endpoints share one room."
     )
 
     optParameters: list[list[Any]] = [
@@ -271,11 +283,28 @@ class Options(usage.Options):
             boundedInt(1, CHAT_MEMORY_LIMIT),
         ],
         [
+            "ws-max-message",
+            None,
+            websocket.DEFAULT_MAX_MESSAGE,
+            "Longest WebSocket message /echo takes, in bytes; a longer one"
+            " closes the connection with code 1009 (/chat takes --max-line)"
+            " (e.g. --ws-max-message=65536).",
+            boundedInt(1, WS_MAX_MESSAGE_LIMIT),
+        ],
+        [
+            "ws-ping",
+            None,
+            websocket.DEFAULT_PING_INTERVAL,
+            "Ping a WebSocket client quiet for this many seconds, and close it"
+            " if it is still quiet as long again (e.g. --ws-ping=20).",
+            boundedSeconds(MIN_TIMEOUT, IDLE_TIMEOUT_LIMIT),
+        ],
+        [
             "max-connections",
             None,
             connections.DEFAULT_MAX_CONNECTIONS,
             "Most connections at once, per service; past it echo closes, chat"
-            " says '! server full' and HTTP answers 503"
+            " says '! server full' and HTTP and web answer 503"
             " (e.g. --max-connections=500).  Lowered at startup, with a"
             " warning, to what the open-file limit can hold.",
             boundedInt(1, MAX_CONNECTIONS_LIMIT),
@@ -285,7 +314,8 @@ class Options(usage.Options):
             None,
             None,
             # No full stop at the end: Twisted adds one before the range.
-            "Close echo and chat clients silent for this many seconds; off by"
+            "Close echo, chat and WebSocket clients silent for this many"
+            " seconds; off by"
             " default (e.g. --idle-timeout=300). HTTP always closes idle"
             f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s",
             boundedSeconds(MIN_TIMEOUT, IDLE_TIMEOUT_LIMIT),
@@ -344,6 +374,7 @@ class Options(usage.Options):
         super().__init__()
         for name in (*SERVICES, "metrics"):
             self[name] = []
+        self["web-origin"] = []
 
     def opt_echo(self, endpoint: str) -> None:
         """
@@ -362,6 +393,23 @@ class Options(usage.Options):
         Serve the chat room on ENDPOINT (default tcp:1025; e.g. --chat=none).
         """
         self["chat"].append(endpoint)
+
+    def opt_web(self, endpoint: str) -> None:
+        """
+        Serve the chat page, and the chat room and echo over WebSocket (/chat,
+        /echo), on ENDPOINT (default tcp:8081; e.g. --web=tcp:80).
+        """
+        self["web"].append(endpoint)
+
+    def opt_web_origin(self, origin: str) -> None:
+        """
+        Let pages from ORIGIN, as well as the page's own, open /chat and /echo
+        (e.g. --web-origin=https://chat.example.com); others get 403.
+        """
+        try:
+            self["web-origin"].append(web.normalizeOrigin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--web-origin={origin}: {e}") from e
 
     def opt_metrics(self, endpoint: str) -> None:
         """
@@ -556,7 +604,23 @@ def makeService(
         instance=options["name"],
     )
 
-    factories: dict[str, Any] = {"echo": echoFactory, "http": site, "chat": chatFactory}
+    webSite = web.WebSite(
+        chatFactory,
+        reactor,
+        maxConnections=maxConnections,
+        maxMessage=options["ws-max-message"],
+        pingInterval=options["ws-ping"],
+        origins=frozenset(options["web-origin"]),
+        idleTimeout=options["idle-timeout"],
+        headerTimeout=options["http-header-timeout"],
+    )
+
+    factories: dict[str, Any] = {
+        "echo": echoFactory,
+        "http": site,
+        "chat": chatFactory,
+        "web": webSite,
+    }
     for name in SERVICES:
         if options[name]:
             server.factories[name] = factories[name]

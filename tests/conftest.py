@@ -1,14 +1,23 @@
 """
-Shared test setup.
+Shared test setup, and the fixtures of the end-to-end tests.
 
 The tests directory has no C{__init__.py}, so pytest puts C{tests/} (not the
 project root) on C{sys.path}: C{import netdemos} then finds the I{installed}
-package, which is what C{twistd} runs too.
+package, which is what C{twistd} runs too, and C{import support} finds the
+helpers in C{tests/support/}.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from support.certificates import Certificate, makeCertificate
+from support.clients import Clients
+from support.process import Launcher
 
 import netdemos
 
@@ -22,3 +31,28 @@ if os.environ.get("CI") and "site-packages" not in netdemos.__file__:
         f"CI must test the installed netdemos, not {netdemos.__file__}; run"
         " `pytest` (not `python -m pytest`) after `pip install '.[test]'`"
     )
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    """
+    What the test opens and starts, closed and stopped in reverse order when
+    it ends: clients first, then servers.
+    """
+    with ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture
+def launcher(tmp_path: Path, stack: ExitStack) -> Launcher:
+    return Launcher(tmp_path, stack)
+
+
+@pytest.fixture
+def clients(stack: ExitStack) -> Clients:
+    return Clients(stack)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Certificate:
+    return makeCertificate(tmp_path / "tls")

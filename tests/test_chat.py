@@ -4,8 +4,8 @@ Unit tests for L{netdemos.chat}: clients on string transports, a fake clock.
 
 from __future__ import annotations
 
-from chat_support import Room, received
-from protocol_support import PEER, connectProtocol
+from support.chat import Room, received
+from support.transport import PEER, connectProtocol
 from twisted.internet.address import UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -371,6 +371,24 @@ class ChatRoomTests(SynchronousTestCase):
                 ("chat: {name} {why} ({count} in the room)", "127.0.0.1:40001"),
             ],
         )
+
+    def test_whatIsNotAnnouncedIsNotLoggedOneByOne(self) -> None:
+        """
+        In a crowd, joins, departures and renames are neither announced nor
+        logged one by one: a crowd arriving would otherwise cost a log line
+        each, most of the reactor's time and the log's disk.
+        """
+        self.patch(chatroom, "ANNOUNCE_LIMIT", 2)
+        room = Room()
+        room.connect(), room.connect()
+        events = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+        third, transport = room.connect()
+        third.dataReceived(b"/nick third\n")
+        transport.loseConnection()
+        self.assertEqual([e["log_format"] for e in events], [])
 
 
 class SlowConsumerTests(SynchronousTestCase):
@@ -865,3 +883,29 @@ class ChatLimitTests(SynchronousTestCase):
         for transport in transports:
             self.assertEqual(received(transport), [b"* server shutting down"])
             self.assertFalse(transport.connected)
+
+
+class QuietTurnTests(SynchronousTestCase):
+    def test_aTurnOfRepliesOnlyTouchesThoseItIsFor(self) -> None:
+        """
+        A turn holding only replies and welcomes (a crowd arriving in a room
+        past the announcement limit, a client asking /who) writes to the
+        clients concerned and looks at nobody else: otherwise each arrival
+        would cost a pass over the whole room.
+        """
+        room = Room()
+        members = [room.connect() for _ in range(50)]
+        for _, transport in members:
+            received(transport)
+        asking, askingT = members[0]
+        looked: list[object] = []
+        hasOwn = chatroom.Turn.hasOwn
+
+        def spy(turn: chatroom.Turn, member: object) -> bool:
+            looked.append(member)
+            return hasOwn(turn, member)  # type: ignore[arg-type]
+
+        self.patch(chatroom.Turn, "hasOwn", spy)
+        asking.dataReceived(b"/who\n")
+        self.assertEqual(len(received(askingT)), 1)
+        self.assertEqual(looked, [])

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 
-from chat_support import Room, received
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.chat import Room, received
 
 from netdemos.chat.lines import LineBuffer
 

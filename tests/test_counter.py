@@ -9,8 +9,8 @@ import shutil
 import tempfile
 from typing import Any
 
-from http_support import HalfCloseableTransport, connect, connectChannel, exchange
-from protocol_support import PEER, connectProtocol
+from support.http import HalfCloseableTransport, connect, connectChannel, exchange
+from support.transport import PEER, connectProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock

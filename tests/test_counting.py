@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 
-from redis_support import FakeRedis
+from support.redis import FakeRedis
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject

@@ -8,11 +8,11 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from chat_support import Room
-from descriptors_support import FakeOpenFileLimit
-from http_support import get
 from hypothesis import given
 from hypothesis import strategies as st
+from support.chat import Room
+from support.descriptors import FakeOpenFileLimit
+from support.http import get
 from twisted.internet import tcp
 from twisted.internet.defer import succeed
 from twisted.internet.interfaces import IStreamServerEndpoint

@@ -10,36 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import random
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from e2e_support import (
-    LINE_TIMEOUT,
-    LOOPBACK,
+from support import LINE_TIMEOUT
+from support.clients import ChatUser, Clients, rawHTTP
+from support.process import (
     Launcher,
-    loopbackEndpoint,
-    readToEOF,
+    Netdemos,
+    installedPython,
+    runNetdemos,
     runTwistd,
-    subprocessEnvironment,
 )
 
+from netdemos.testing import LOOPBACK, loopbackEndpoint
+
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    with ExitStack() as stack:
-        yield Launcher(tmp_path, stack)
 
 
 # Echo
@@ -54,7 +47,7 @@ def test_echoReturnsEveryByteAfterHalfCloseThenEOF(launcher: Launcher) -> None:
     the connection on the client's EOF would lose whatever it had read but not
     yet sent back.
     """
-    server = launcher.start(echo=1)
+    server = launcher.start(["echo"])
     port = server.echoPort
     payload = random.Random(862).randbytes(20_000_000)
 
@@ -105,7 +98,7 @@ def test_echoPushesBackOnClientThatNeverReads(launcher: Launcher) -> None:
     Without backpressure the server would read everything and buffer the echo
     in memory: any client could grow it without limit just by not reading.
     """
-    server = launcher.start(echo=1)
+    server = launcher.start(["echo"])
     port = server.echoPort
     rssBefore = server.rssBytes()
 
@@ -158,16 +151,16 @@ class SlowClientRoom:
     # its backlog passes 64 KiB after a few MB: this only stops a runaway loop.
     maxLines = 100_000
 
-    def __init__(self, launcher: Launcher) -> None:
+    def __init__(self, launcher: Launcher, clients: Clients) -> None:
         # Flood control would slow the sender long before the backlog fills:
         # this is a test of the backlog, so lift it.
         self.server = launcher.start(
-            chat=1, extra=[f"--chat-backlog={CHAT_BACKLOG}", "--chat-rate=0"]
+            ["chat"], extra=[f"--chat-backlog={CHAT_BACKLOG}", "--chat-rate=0"]
         )
         port = self.server.chatPort
-        self.reader = launcher.chatUser(port)
-        self.sender = launcher.chatUser(port)
-        self.slow = launcher.chatUser(port, reading=False, receiveBuffer=4096)
+        self.reader = clients.chatUser(port)
+        self.sender = clients.chatUser(port)
+        self.slow = clients.chatUser(port, reading=False, receiveBuffer=4096)
         joined = f"* {self.slow.name} joined (3 in the room)"
         self.reader.inbox.waitForLine(joined)
         self.sender.inbox.waitForLine(joined)
@@ -199,7 +192,9 @@ class SlowClientRoom:
             self.sendBatch()
 
 
-def test_slowChatClientIsDroppedAndOthersGetEveryLine(launcher: Launcher) -> None:
+def test_slowChatClientIsDroppedAndOthersGetEveryLine(
+    launcher: Launcher, clients: Clients
+) -> None:
     """
     A client that does not read is dropped once its unsent output passes the
     backlog limit; meanwhile a reading client gets every line, in order, and
@@ -208,7 +203,7 @@ def test_slowChatClientIsDroppedAndOthersGetEveryLine(launcher: Launcher) -> Non
     One stalled reader must neither grow server memory without limit nor make
     the others lose lines or wait.
     """
-    room = SlowClientRoom(launcher)
+    room = SlowClientRoom(launcher, clients)
     rssBefore = room.server.rssBytes()
     room.sendUntilSlowClientIsDropped()
     linesBeforeDrop = len(room.sent)
@@ -236,7 +231,9 @@ def test_slowChatClientIsDroppedAndOthersGetEveryLine(launcher: Launcher) -> Non
     room.server.assertNoErrorsLogged()
 
 
-def test_droppedChatClientGetsExplanationThenCleanClose(launcher: Launcher) -> None:
+def test_droppedChatClientGetsExplanationThenCleanClose(
+    launcher: Launcher, clients: Clients
+) -> None:
     """
     A client dropped as too slow that then reads gets what was queued for it,
     a line explaining why it was dropped, and then an orderly close (EOF), not
@@ -247,7 +244,7 @@ def test_droppedChatClientGetsExplanationThenCleanClose(launcher: Launcher) -> N
     rather than be held open for seconds and then get a connection-reset error
     (which can also throw away data it has not read yet).
     """
-    room = SlowClientRoom(launcher)
+    room = SlowClientRoom(launcher, clients)
     room.sendUntilSlowClientIsDropped()
 
     start = time.monotonic()
@@ -282,7 +279,9 @@ def test_droppedChatClientGetsExplanationThenCleanClose(launcher: Launcher) -> N
     )
 
 
-def test_overlongLineIsDroppedAndConnectionKept(launcher: Launcher) -> None:
+def test_overlongLineIsDroppedAndConnectionKept(
+    launcher: Launcher, clients: Clients
+) -> None:
     """
     A line over --max-line is discarded and its sender told, the connection
     stays open, and a normal line sent in the same write still gets through.
@@ -291,10 +290,10 @@ def test_overlongLineIsDroppedAndConnectionKept(launcher: Launcher) -> None:
     would punish a client for one bad line; no limit at all would let one line
     fill server memory.
     """
-    server = launcher.start(chat=1, extra=["--max-line=100"])
+    server = launcher.start(["chat"], extra=["--max-line=100"])
     port = server.chatPort
-    alice = launcher.chatUser(port)
-    bob = launcher.chatUser(port)
+    alice = clients.chatUser(port)
+    bob = clients.chatUser(port)
     alice.inbox.waitForLine(f"* {bob.name} joined (2 in the room)")
 
     alice.send(b"z" * 101 + b"\n" + b"y" * 5000 + b"\nstill here\n")
@@ -314,7 +313,23 @@ def test_overlongLineIsDroppedAndConnectionKept(launcher: Launcher) -> None:
     server.assertNoErrorsLogged()
 
 
-def test_lfAndCrlfClientsHearEachOtherInCrlf(launcher: Launcher) -> None:
+def chatPair(
+    launcher: Launcher, clients: Clients
+) -> tuple[Netdemos, ChatUser, ChatUser]:
+    """
+    Start a chat-only server with two users in the room, the first having
+    seen the second join.
+    """
+    server = launcher.start(["chat"])
+    first = clients.chatUser(server.chatPort)
+    second = clients.chatUser(server.chatPort)
+    first.inbox.waitForLine(f"* {second.name} joined (2 in the room)")
+    return server, first, second
+
+
+def test_lfAndCrlfClientsHearEachOtherInCrlf(
+    launcher: Launcher, clients: Clients
+) -> None:
     """
     A client ending lines with LF (like nc) and one ending them with CRLF (like
     telnet) hear each other, every line the server sends ends with CRLF, and a
@@ -324,7 +339,7 @@ def test_lfAndCrlfClientsHearEachOtherInCrlf(launcher: Launcher) -> None:
     the wrong end of the connection (the server's address) would give every
     client the same name.
     """
-    server, lf, crlf = launcher.chatPair()
+    server, lf, crlf = chatPair(launcher, clients)
     port = server.chatPort
     assert lf.name == f"127.0.0.1:{lf.connection.getsockname()[1]}"
     assert lf.localPort != port and crlf.localPort != port
@@ -350,7 +365,7 @@ def test_lfAndCrlfClientsHearEachOtherInCrlf(launcher: Launcher) -> None:
 
 
 def test_linesCannotSpoofOtherNamesOrSendControlCharacters(
-    launcher: Launcher,
+    launcher: Launcher, clients: Clients
 ) -> None:
     """
     Every line, including each of several sent in one write, is prefixed with
@@ -359,7 +374,7 @@ def test_linesCannotSpoofOtherNamesOrSendControlCharacters(
     Otherwise a client could forge C{<admin> ...} lines, or clear and retitle
     other users' terminals with escape sequences.
     """
-    server, mallory, victim = launcher.chatPair()
+    server, mallory, victim = chatPair(launcher, clients)
 
     mallory.send(b"a\n<admin> b\n")
     mallory.send(b"x\x1b[2J\x1b]0;pwned\x07y\xc2\x9bz\x00\x7f\r\x08w\n")
@@ -378,7 +393,7 @@ def test_linesCannotSpoofOtherNamesOrSendControlCharacters(
     server.assertNoErrorsLogged()
 
 
-def test_nickWhoAndJoinLeaveNotices(launcher: Launcher) -> None:
+def test_nickWhoAndJoinLeaveNotices(launcher: Launcher, clients: Clients) -> None:
     """
     /nick renames and tells the room, a nick already taken (in any case) is
     refused, /who lists the room, and joins and leaves are announced.
@@ -386,7 +401,7 @@ def test_nickWhoAndJoinLeaveNotices(launcher: Launcher) -> None:
     These are the room's whole user interface; a taken nick that was accepted
     would let one client impersonate another.
     """
-    server, alice, bob = launcher.chatPair()
+    server, alice, bob = chatPair(launcher, clients)
     port = server.chatPort
 
     alice.send(b"/nick alice\n")
@@ -404,7 +419,7 @@ def test_nickWhoAndJoinLeaveNotices(launcher: Launcher) -> None:
     bob.send(b"hi\n")
     alice.inbox.waitForLine("<bob> hi")
 
-    carol = launcher.chatUser(port)
+    carol = clients.chatUser(port)
     alice.inbox.waitForLine(f"* {carol.name} joined (3 in the room)")
     carol.close()
     alice.inbox.waitForLine(f"* {carol.name} left")
@@ -415,17 +430,17 @@ def test_nickWhoAndJoinLeaveNotices(launcher: Launcher) -> None:
     server.assertNoErrorsLogged()
 
 
-def test_chatEndpointsShareOneRoom(launcher: Launcher) -> None:
+def test_chatEndpointsShareOneRoom(launcher: Launcher, clients: Clients) -> None:
     """
     Clients on two --chat endpoints of one server are in the same room.
 
     The help promises it, and it is what lets one room be served on, say, IPv4
     and IPv6 or TCP and a UNIX socket.
     """
-    server = launcher.start(chat=2)
+    server = launcher.start({"chat": 2})
     first, second = server.ports["chat"]
-    one = launcher.chatUser(first)
-    two = launcher.chatUser(second)
+    one = clients.chatUser(first)
+    two = clients.chatUser(second)
     one.inbox.waitForLine(f"* {two.name} joined (2 in the room)")
 
     one.send(b"from the first port\n")
@@ -443,17 +458,11 @@ def test_noneSwitchesServicesOff(launcher: Launcher) -> None:
     A service that still listened on its default port (0.0.0.0:1234 or :8080)
     would be open to the network against the operator's wishes.
     """
-    server = launcher.start(chat=1)  # echo and http are "none"
+    server = launcher.start(["chat"])  # echo and http are "none"
     assert server.listeningPorts() == {server.chatPort}
 
 
 # HTTP
-
-
-def rawHTTP(port: int, request: bytes) -> bytes:
-    with socket.create_connection((LOOPBACK, port), timeout=LINE_TIMEOUT) as c:
-        c.sendall(request)
-        return readToEOF(c, time.monotonic() + LINE_TIMEOUT)
 
 
 def test_httpCountsGetsAndAnswersHeadPostAndGarbage(launcher: Launcher) -> None:
@@ -464,7 +473,7 @@ def test_httpCountsGetsAndAnswersHeadPostAndGarbage(launcher: Launcher) -> None:
 
     That is the counter's contract with load testers and health checks.
     """
-    server = launcher.start(http=1)
+    server = launcher.start(["http"])
     port = server.httpPort
 
     connection = http.client.HTTPConnection(LOOPBACK, port, timeout=LINE_TIMEOUT)
@@ -506,11 +515,7 @@ def test_badEndpointExitsWithOneLineMessage(tmp_path: Path) -> None:
 
     An operator's typo should be explained, not buried in a stack dump.
     """
-    result = runTwistd(
-        tmp_path,
-        ["-n", "--pidfile=", "netdemos", "--echo=tcp:notaport"]
-        + ["--http=none", "--chat=none"],
-    )
+    result = runNetdemos(tmp_path, {"echo": ["tcp:notaport"]})
     assert result.returncode != 0, result.stdout
     assert any("--echo=tcp:notaport" in line for line in result.stdout.splitlines())
     assert "Traceback" not in result.stdout, result.stdout
@@ -535,11 +540,7 @@ def test_busyPortExitsWithMessageNamingIt(tmp_path: Path) -> None:
     Otherwise a second instance would seem to start while serving nothing.
     """
     with portInUse() as port:
-        result = runTwistd(
-            tmp_path,
-            ["-n", "--pidfile=", "netdemos", f"--echo={loopbackEndpoint(port)}"]
-            + ["--http=none", "--chat=none"],
-        )
+        result = runNetdemos(tmp_path, {"echo": [loopbackEndpoint(port)]})
     assert result.returncode != 0, result.stdout
     assert f"cannot listen for echo {loopbackEndpoint(port)}" in result.stdout, (
         result.stdout
@@ -559,11 +560,7 @@ def test_endpointThatCannotListenExitsWithOneLineMessage(
     socket in a missing directory) also ends twistd with one line naming it,
     not a traceback.
     """
-    result = runTwistd(
-        tmp_path,
-        ["-n", "--pidfile=", "netdemos", f"--echo={endpoint}"]
-        + ["--http=none", "--chat=none"],
-    )
+    result = runNetdemos(tmp_path, {"echo": [endpoint]})
     assert result.returncode == 1, result.stdout
     assert f"netdemos: cannot listen for echo {endpoint}: " in result.stdout, (
         result.stdout
@@ -582,11 +579,13 @@ def test_busyPortInDaemonModeEndsTheParentToo(tmp_path: Path) -> None:
     """
     pidfile = tmp_path / "twistd.pid"
     with portInUse() as port:
-        result = runTwistd(
+        result = runNetdemos(
             tmp_path,
-            [f"--pidfile={pidfile}", f"--logfile={tmp_path / 'twistd.log'}"]
-            + ["netdemos", f"--echo={loopbackEndpoint(port)}"]
-            + ["--http=none", "--chat=none"],
+            {"echo": [loopbackEndpoint(port)]},
+            twistdOptions=[
+                f"--pidfile={pidfile}",
+                f"--logfile={tmp_path / 'twistd.log'}",
+            ],
         )
     assert result.returncode == 1, result.stdout
     # twistd cuts the daemon's report to 100 bytes; the log has all of it.
@@ -619,25 +618,12 @@ def test_distributionShipsNoTwistedInitOrDropinCache(tmp_path: Path) -> None:
     Installing any of those would overwrite Twisted's own files; uninstalling
     netdemos would then break Twisted.
     """
-    # In a child Python from a temporary directory, isolated (-I): the source
-    # tree and its netdemos.egg-info are not on sys.path there.
-    listing = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-c",
-            "import importlib.metadata, json;"
-            "files = importlib.metadata.files('netdemos');"
-            "print(json.dumps(None if files is None else [str(f) for f in files]))",
-        ],
-        cwd=tmp_path,
-        env=subprocessEnvironment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    files = installedPython(
+        tmp_path,
+        "import importlib.metadata, json;"
+        "files = importlib.metadata.files('netdemos');"
+        "print(json.dumps(None if files is None else [str(f) for f in files]))",
     )
-    files = json.loads(listing.stdout)
     assert files is not None, "the installed netdemos has no RECORD"
     assert "twisted/plugins/netdemos_plugin.py" in files, files
     assert "twisted/__init__.py" not in files, files

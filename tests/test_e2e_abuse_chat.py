@@ -7,7 +7,6 @@ real C{twistd -n netdemos}, and checks that the others do not notice.
 from __future__ import annotations
 
 import resource
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +14,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from e2e_support import LOOPBACK, START_TIMEOUT, Launcher, Netdemos
-from operator_support import httpGet
+from support.clients import Clients, allowOpenFiles, connect, echoRoundTrip, httpGet
+from support.process import Launcher, Netdemos
+
+from netdemos.testing import START_TIMEOUT
 
 MB = 1024 * 1024
 
@@ -24,24 +25,13 @@ MB = 1024 * 1024
 ANSWER_WITHIN = 1.0
 
 
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    with ExitStack() as stack:
-        yield Launcher(tmp_path, stack)
-
-
 @pytest.fixture(autouse=True)
-def manyDescriptors() -> None:
+def manyDescriptors(stack: ExitStack) -> None:
     """
     A crowd of clients needs thousands of descriptors in this process (and in
     the server, which inherits the limit): raise the soft limit to the hard one.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 5000
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        pytest.fail(f"these tests need {wanted} open files; the hard limit is {hard}")
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    allowOpenFiles(stack, 5000)
 
 
 @contextmanager
@@ -51,21 +41,17 @@ def crowd(port: int, size: int, receiveBuffer: int | None = None) -> Iterator[No
     """
     with ExitStack() as stack:
         for _ in range(size):
-            connection = stack.enter_context(socket.socket())
-            if receiveBuffer is not None:
-                connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer
-                )
-            connection.settimeout(START_TIMEOUT)
-            connection.connect((LOOPBACK, port))
+            stack.enter_context(
+                connect(port, receiveBuffer=receiveBuffer, timeout=START_TIMEOUT)
+            )
         yield
 
 
-def waitForRoomOf(launcher: Launcher, server: Netdemos, size: int) -> None:
+def waitForRoomOf(clients: Clients, server: Netdemos, size: int) -> None:
     """
     Wait until the room holds C{size} clients, asking C{/who} as a client would.
     """
-    observer = launcher.chatUser(server.chatPort)
+    observer = clients.chatUser(server.chatPort)
     deadline = time.monotonic() + 60
     start = 0
     while True:
@@ -90,7 +76,7 @@ class Flooder:
     """
 
     def __init__(self, port: int, block: bytes) -> None:
-        self.connection = socket.create_connection((LOOPBACK, port))
+        self.connection = connect(port)
         self.block = block
         self.sent = 0
         self._stop = threading.Event()
@@ -128,14 +114,13 @@ def timed(action: object) -> float:
     return time.monotonic() - started
 
 
-def echoRoundTrip(port: int) -> None:
-    with socket.create_connection((LOOPBACK, port), timeout=10) as connection:
-        connection.sendall(b"ping\n")
-        assert connection.recv(100) == b"ping\n"
+def echoPing(port: int) -> None:
+    with connect(port) as connection:
+        echoRoundTrip(connection, b"ping\n")
 
 
 def test_commandFloodInACrowdHurtsNobodyAndStopStaysOnTime(
-    launcher: Launcher,
+    launcher: Launcher, clients: Clients
 ) -> None:
     """
     One client writing renames and unknown commands as fast as it can into a
@@ -144,16 +129,16 @@ def test_commandFloodInACrowdHurtsNobodyAndStopStaysOnTime(
     its timeout.  Now echo, HTTP and chat keep answering within a second, and
     SIGTERM still stops within --shutdown-timeout plus one second.
     """
-    server = launcher.start(echo=1, http=1, chat=1, extra=["--shutdown-timeout=3"])
+    server = launcher.start(extra=["--shutdown-timeout=3"])
     with crowd(server.chatPort, 1000):
-        waitForRoomOf(launcher, server, 1000)
-        speaker = launcher.chatUser(server.chatPort)
-        listener = launcher.chatUser(server.chatPort)
+        waitForRoomOf(clients, server, 1000)
+        speaker = clients.chatUser(server.chatPort)
+        listener = clients.chatUser(server.chatPort)
         with Flooder(server.chatPort, b"/nick fa\n/nick fb\n/x\na\n" * 4000):
             worst = {"echo": 0.0, "http": 0.0, "chat": 0.0}
             for n in range(5):
                 worst["echo"] = max(
-                    worst["echo"], timed(lambda: echoRoundTrip(server.echoPort))
+                    worst["echo"], timed(lambda: echoPing(server.echoPort))
                 )
                 worst["http"] = max(
                     worst["http"], timed(lambda: httpGet(server.httpPort))
@@ -175,87 +160,37 @@ def test_commandFloodInACrowdHurtsNobodyAndStopStaysOnTime(
     assert took < 3 + 1
 
 
-class PacedReader:
-    """
-    A chat client reading at most C{rate} bytes a second, as a client on a
-    slow link does, collecting its lines.
-    """
-
-    def __init__(self, port: int, rate: int) -> None:
-        self.connection = socket.create_connection((LOOPBACK, port))
-        self.rate = rate
-        self.lines: list[bytes] = []
-        self.eof = False
-        self._partial = b""
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        started = time.monotonic()
-        total = 0
-        while True:
-            try:
-                data = self.connection.recv(16384)
-            except OSError:
-                data = b""
-            if not data:
-                self.eof = True
-                return
-            with self._lock:
-                *complete, self._partial = (self._partial + data).split(b"\r\n")
-                self.lines.extend(complete)
-            total += len(data)
-            # Pacing the reads is what a slow link does.
-            ahead = total / self.rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-
-    def has(self, wanted: bytes) -> bool:
-        with self._lock:
-            return wanted in self.lines
-
-    def close(self) -> None:
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.connection.close()
-        self._thread.join(timeout=5)
-
-
-def test_floodDoesNotDropReadersOnAnOrdinaryLink(launcher: Launcher) -> None:
+def test_floodDoesNotDropReadersOnAnOrdinaryLink(
+    launcher: Launcher, clients: Clients
+) -> None:
     """
     One client sending ordinary lines as fast as TCP allows used to get every
     reader on a 1 MB/s link dropped as "too slow" within a second: the flooder
     hurt everyone but itself.  Now flood control slows the flooder, and the
     readers stay and hear an innocent line within a second.
     """
-    server = launcher.start(chat=1)
-    readers = [PacedReader(server.chatPort, rate=1 * MB) for _ in range(3)]
-    speaker = launcher.chatUser(server.chatPort)
-    try:
-        line = b"flood " + b"x" * 1000 + b"\n"
-        with Flooder(server.chatPort, line * 64):
-            for n in range(6):
-                wanted = f"<{speaker.name}> innocent {n}".encode()
-                speaker.send(b"innocent %d\n" % n)
-                deadline = time.monotonic() + ANSWER_WITHIN
-                while not all(reader.has(wanted) for reader in readers):
-                    assert not any(reader.eof for reader in readers), (
-                        "a reader was dropped"
-                    )
-                    assert time.monotonic() < deadline, f"{wanted!r} took over 1 s"
-                    time.sleep(0.01)
-                time.sleep(0.3)  # let the flood go on between the lines
-        for reader in readers:
-            assert not reader.eof
-            assert not any(
-                b"too slow" in each or each.startswith(b"! ") for each in reader.lines
-            )
-    finally:
-        for reader in readers:
-            reader.close()
+    server = launcher.start(["chat"])
+    # Each reads at most 1 MB a second, as a client on a slow link does.
+    readers = [
+        clients.lineCollector(server.chatPort, bytesPerSecond=1 * MB) for _ in range(3)
+    ]
+    speaker = clients.chatUser(server.chatPort)
+    line = b"flood " + b"x" * 1000 + b"\n"
+    with Flooder(server.chatPort, line * 64):
+        for n in range(6):
+            wanted = f"<{speaker.name}> innocent {n}"
+            speaker.send(b"innocent %d\n" % n)
+            deadline = time.monotonic() + ANSWER_WITHIN
+            while not all(wanted in reader.snapshot() for reader in readers):
+                assert not any(reader.eof for reader in readers), "a reader was dropped"
+                assert time.monotonic() < deadline, f"{wanted!r} took over 1 s"
+                time.sleep(0.01)
+            time.sleep(0.3)  # let the flood go on between the lines
+    for reader in readers:
+        assert not reader.eof
+        assert not any(
+            "too slow" in each or each.startswith("! ") for each in reader.snapshot()
+        )
 
 
 def tcpMemoryBytes() -> int:
@@ -278,19 +213,21 @@ RSS_BUDGET = 128 * MB
 TCP_BUDGET = 512 * MB
 
 
-def test_nonReadingCrowdCostsBoundedMemory(launcher: Launcher) -> None:
+def test_nonReadingCrowdCostsBoundedMemory(
+    launcher: Launcher, clients: Clients
+) -> None:
     """
     2000 clients connect and never read while one client says 400 KB: the
     server's memory and the kernel's TCP memory stay within a stated budget,
     even with flood control lifted, because chat sockets have a fixed send
     buffer and the room a budget for unsent output.
     """
-    server = launcher.start(chat=1, extra=["--chat-rate=0"])
+    server = launcher.start(["chat"], extra=["--chat-rate=0"])
     with crowd(server.chatPort, 2000):
-        waitForRoomOf(launcher, server, 2000)
+        waitForRoomOf(clients, server, 2000)
         rssBefore, tcpBefore = server.rssBytes(), tcpMemoryBytes()
-        speaker = launcher.chatUser(server.chatPort)
-        listener = launcher.chatUser(server.chatPort)
+        speaker = clients.chatUser(server.chatPort)
+        listener = clients.chatUser(server.chatPort)
         peakRss = peakTcp = 0
         for n in range(100):
             speaker.send(b"%04d " % n + b"y" * 4000 + b"\n")

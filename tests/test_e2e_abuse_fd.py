@@ -10,24 +10,19 @@ meet it.
 
 from __future__ import annotations
 
-import resource
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from e2e_support import LINE_TIMEOUT, LOOPBACK, Netdemos
-from operator_support import (
-    OperatorLauncher,
-    httpGet,
-    metricsPort,
-    readUntilClosed,
-    sample,
-    scrapeMetrics,
-)
+from support import LINE_TIMEOUT
+from support.clients import LineReader, allowOpenFiles, connect, httpGet
+from support.process import Launcher, Netdemos
+from support.prometheus import sample, scrapeMetrics
+
+from netdemos.testing import readUntilClosed
 
 CROWD = 1100
 # Batches of connections made before any is read from: far fewer than the
@@ -37,51 +32,20 @@ FULL = "! server full, try again later"
 
 
 @pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def launcher(tmp_path: Path, stack: ExitStack) -> OperatorLauncher:
-    return OperatorLauncher(tmp_path, stack)
-
-
-@pytest.fixture
 def hardLimit(stack: ExitStack) -> int:
     """
     Raise this process's soft open-file limit to its hard limit, for the
     crowd's sockets, until the test ends; return the hard limit.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = CROWD + 100
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        pytest.fail(
-            f"these tests open {CROWD} sockets, but the hard open-file limit is"
-            f" {hard}; raise it to {needed} or more (ulimit -H -n)"
-        )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    stack.callback(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
-    return hard
+    return allowOpenFiles(stack, CROWD + 100)
 
 
 def firstLine(connection: socket.socket, deadline: float) -> str:
     """
     The first line the server sends, or C{"(closed)"} if it closes first.
     """
-    received = b""
-    while b"\r\n" not in received:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no first line before the deadline; got {received!r}"
-        connection.settimeout(remaining)
-        try:
-            data = connection.recv(4096)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            return "(closed)"
-        received += data
-    return received.split(b"\r\n", 1)[0].decode()
+    line = LineReader(connection).nextLine(deadline)
+    return "(closed)" if line is None else line
 
 
 def idleChatCrowd(stack: ExitStack, port: int) -> Counter[str]:
@@ -94,10 +58,7 @@ def idleChatCrowd(stack: ExitStack, port: int) -> Counter[str]:
     for start in range(0, CROWD, BATCH):
         batch = []
         for _ in range(start, min(start + BATCH, CROWD)):
-            connection = socket.create_connection(
-                (LOOPBACK, port), timeout=LINE_TIMEOUT
-            )
-            stack.enter_context(connection)
+            connection = stack.enter_context(connect(port))
             batch.append(connection)
         deadline = time.monotonic() + LINE_TIMEOUT
         for connection in batch:
@@ -113,10 +74,8 @@ def assertEveryServiceAnswers(server: Netdemos) -> None:
     """
     status, body = httpGet(server.httpPort, "/")
     assert (status, body[:15]) == (200, b"I am request #1"), (status, body)
-    assert httpGet(metricsPort(server), "/livez") == (200, b"ok\n")
-    with socket.create_connection(
-        (LOOPBACK, server.echoPort), timeout=LINE_TIMEOUT
-    ) as echo:
+    assert httpGet(server.metricsPort, "/livez") == (200, b"ok\n")
+    with connect(server.echoPort) as echo:
         echo.sendall(b"still here")
         echo.shutdown(socket.SHUT_WR)
         assert readUntilClosed(echo, time.monotonic() + LINE_TIMEOUT) == (
@@ -137,7 +96,7 @@ def openFileLimits(server: Netdemos) -> tuple[int, int]:
 
 
 def test_softLimitIsRaisedSoAnIdleCrowdLeavesEveryServiceWorking(
-    launcher: OperatorLauncher, stack: ExitStack, hardLimit: int
+    launcher: Launcher, stack: ExitStack, hardLimit: int
 ) -> None:
     """
     Under C{ulimit -S -n 1024}, as systemd and most shells start a process,
@@ -154,13 +113,13 @@ def test_softLimitIsRaisedSoAnIdleCrowdLeavesEveryServiceWorking(
 
     assert idleChatCrowd(stack, server.chatPort) == {"welcome": CROWD}
     assertEveryServiceAnswers(server)
-    samples = scrapeMetrics(metricsPort(server))
+    samples = scrapeMetrics(server.metricsPort)
     assert sample(samples, "netdemos_connections_active", service="chat") == CROWD
     server.assertNoErrorsLogged()
 
 
 def test_tightHardLimitLowersLimitsSoAnIdleCrowdLeavesEveryServiceWorking(
-    launcher: OperatorLauncher, stack: ExitStack, hardLimit: int
+    launcher: Launcher, stack: ExitStack, hardLimit: int
 ) -> None:
     """
     Under C{ulimit -n 1024}, soft and hard, the server cannot hold 10,000
@@ -175,7 +134,7 @@ def test_tightHardLimitLowersLimitsSoAnIdleCrowdLeavesEveryServiceWorking(
     assertEveryServiceAnswers(server)
 
     assert set(outcomes) == {"welcome", FULL}, outcomes
-    samples = scrapeMetrics(metricsPort(server))
+    samples = scrapeMetrics(server.metricsPort)
     assert (
         sample(samples, "netdemos_connections_active", service="chat")
         == (outcomes["welcome"])

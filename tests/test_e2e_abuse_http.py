@@ -14,37 +14,20 @@ import os
 import select
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
-import pytest
-from e2e_support import LINE_TIMEOUT, LOOPBACK
-from operator_support import (
-    OperatorLauncher,
-    httpGet,
-    metricsPort,
-    readUntilClosed,
-    sample,
-    scrapeMetrics,
-)
+from support import LINE_TIMEOUT
+from support.clients import Clients, httpGet
+from support.process import Launcher
+from support.prometheus import sample, scrapeMetrics
+
+from netdemos.testing import readUntilClosed
 
 MiB = 1024 * 1024
 
 # What a client may have sent before it is cut off: what the server drains
 # after refusing (1 MiB), plus what the kernel buffers on both sides.
 MOST_SENT_BEFORE_CUT = 16 * MiB
-
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def launcher(tmp_path: Path, stack: ExitStack) -> OperatorLauncher:
-    return OperatorLauncher(tmp_path, stack)
 
 
 def refusedSamples(port: int) -> dict[str, float]:
@@ -113,7 +96,7 @@ def filesOpenUnder(pid: int, directory: Path) -> dict[str, int]:
 
 
 def test_hugeBodyIsCutOffAnsweredAndNeverStored(
-    launcher: OperatorLauncher, stack: ExitStack, tmp_path: Path
+    launcher: Launcher, clients: Clients, tmp_path: Path
 ) -> None:
     """
     A POST declaring C{Content-Length: 1000000000000}, whose client then
@@ -128,9 +111,7 @@ def test_hugeBodyIsCutOffAnsweredAndNeverStored(
     server = launcher.start(
         services=["http"], metrics=True, environ={"TMPDIR": str(temporary)}
     )
-    connection = stack.enter_context(
-        socket.create_connection((LOOPBACK, server.httpPort), timeout=LINE_TIMEOUT)
-    )
+    connection = clients.connect(server.httpPort)
     connection.sendall(
         b"POST / HTTP/1.1\r\nHost: netdemos\r\nContent-Length: 1000000000000\r\n\r\n"
     )
@@ -147,12 +128,12 @@ def test_hugeBodyIsCutOffAnsweredAndNeverStored(
     assert stored == {}
     assert list(temporary.iterdir()) == []
     assert httpGet(server.httpPort) == (200, b"I am request #1\n")
-    assert refusedSamples(metricsPort(server))["body"] == 1
+    assert refusedSamples(server.metricsPort)["body"] == 1
     server.assertNoErrorsLogged()
 
 
 def test_tricklingClientGets408AtTheHeaderDeadline(
-    launcher: OperatorLauncher, stack: ExitStack
+    launcher: Launcher, clients: Clients
 ) -> None:
     """
     With --http-header-timeout=1, a client sending its request a byte every
@@ -166,9 +147,7 @@ def test_tricklingClientGets408AtTheHeaderDeadline(
     server = launcher.start(
         services=["http"], metrics=True, extra=["--http-header-timeout=1"]
     )
-    connection = stack.enter_context(
-        socket.create_connection((LOOPBACK, server.httpPort), timeout=LINE_TIMEOUT)
-    )
+    connection = clients.connect(server.httpPort)
     request = b"GET / HTTP/1.1\r\nHost: netdemos\r\nX-Slow: " + b"z" * 1000
     start = time.monotonic()
     for byte in request:
@@ -186,12 +165,12 @@ def test_tricklingClientGets408AtTheHeaderDeadline(
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
     assert ending == "EOF"
     assert 0.9 <= closedAfter < 1 + 3
-    assert refusedSamples(metricsPort(server))["timeout"] == 1
+    assert refusedSamples(server.metricsPort)["timeout"] == 1
     server.assertNoErrorsLogged()
 
 
 def test_http11WithoutHostGets400AndOthersAreCounted(
-    launcher: OperatorLauncher, stack: ExitStack
+    launcher: Launcher, clients: Clients
 ) -> None:
     """
     An HTTP/1.1 GET without C{Host} gets 400 and a clean close, and takes no
@@ -203,9 +182,7 @@ def test_http11WithoutHostGets400AndOthersAreCounted(
     server = launcher.start(services=["http"], metrics=True)
     answers = []
     for request in (b"GET / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"):
-        connection = stack.enter_context(
-            socket.create_connection((LOOPBACK, server.httpPort), timeout=LINE_TIMEOUT)
-        )
+        connection = clients.connect(server.httpPort)
         connection.sendall(request)
         answers.append(readUntilClosed(connection, time.monotonic() + LINE_TIMEOUT))
     (withoutHost, ending), (oldStyle, _) = answers
@@ -215,5 +192,5 @@ def test_http11WithoutHostGets400AndOthersAreCounted(
     assert oldStyle.startswith(b"HTTP/1.0 200 OK\r\n"), oldStyle
     assert oldStyle.endswith(b"\r\n\r\nI am request #1\n"), oldStyle
     assert httpGet(server.httpPort) == (200, b"I am request #2\n")
-    assert refusedSamples(metricsPort(server))["host"] == 1
+    assert refusedSamples(server.metricsPort)["host"] == 1
     server.assertNoErrorsLogged()

@@ -11,47 +11,23 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from e2e_support import EXIT_TIMEOUT, LOOPBACK, Launcher, runTwistd
-from operator_support import OperatorLauncher, httpGet, requestNumber
+from support import EXIT_TIMEOUT
+from support.clients import Clients, nextNumber
+from support.process import KILLED_BY_SIGTERM, Launcher, runNetdemos
 
-# On SIGTERM twistd stops the service, then kills itself with the same signal,
-# so that its parent sees how it ended.
-KILLED_BY_SIGTERM = -signal.SIGTERM
+from netdemos.testing import LOOPBACK
+
 SIGHUP_LOGGED = "netdemos: SIGHUP received"
-
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def launcher(tmp_path: Path, stack: ExitStack) -> Launcher:
-    return Launcher(tmp_path, stack)
-
-
-@pytest.fixture
-def operatorLauncher(tmp_path: Path, stack: ExitStack) -> OperatorLauncher:
-    return OperatorLauncher(tmp_path, stack)
-
-
-def nextNumber(port: int) -> int:
-    status, body = httpGet(port)
-    assert status == 200, (status, body)
-    return requestNumber(body)
 
 
 # SIGHUP
 
 
 def test_sighupKeepsServingAndSigtermStillDrains(
-    launcher: Launcher, tmp_path: Path
+    launcher: Launcher, clients: Clients, tmp_path: Path
 ) -> None:
     """
     GETs #1 and #2, SIGHUP, and the next GET is #3; two chat clients stay
@@ -64,9 +40,9 @@ def test_sighupKeepsServingAndSigtermStillDrains(
     the count's last block.
     """
     countFile = tmp_path / "count"
-    server = launcher.start(http=1, chat=1, extra=[f"--counter-file={countFile}"])
-    first = launcher.chatUser(server.chatPort)
-    second = launcher.chatUser(server.chatPort)
+    server = launcher.start(["http", "chat"], extra=[f"--counter-file={countFile}"])
+    first = clients.chatUser(server.chatPort)
+    second = clients.chatUser(server.chatPort)
     first.inbox.waitForLine(f"* {second.name} joined (2 in the room)")
     assert [nextNumber(server.httpPort) for _ in range(2)] == [1, 2]
 
@@ -85,9 +61,7 @@ def test_sighupKeepsServingAndSigtermStillDrains(
     server.assertNoErrorsLogged()
 
 
-def test_sighupReopensTheLogFileAtItsPath(
-    operatorLauncher: OperatorLauncher, tmp_path: Path
-) -> None:
+def test_sighupReopensTheLogFileAtItsPath(launcher: Launcher, tmp_path: Path) -> None:
     """
     Under C{twistd --logfile=PATH}, rename the log file and send SIGHUP: what
     is logged next (the SIGHUP itself, an access log line, the stop) goes to
@@ -99,7 +73,7 @@ def test_sighupReopensTheLogFileAtItsPath(
     """
     logFile = tmp_path / "netdemos.log"
     rotated = tmp_path / "netdemos.log.1"
-    server = operatorLauncher.start(
+    server = launcher.start(
         services=["http"],
         extra=["--access-log=-"],
         twistdOptions=[f"--logfile={logFile}"],
@@ -155,10 +129,10 @@ def test_counterFileThatIsNotACountIsRefusedAndLeftAlone(
     countFile = tmp_path / "count"
     countFile.write_bytes(content)
     before = os.stat(countFile)
-    result = runTwistd(
+    result = runNetdemos(
         tmp_path,
-        ["-n", "--pidfile=", "netdemos", f"--counter-file={countFile}"]
-        + ["--echo=none", f"--http=tcp:0:interface={LOOPBACK}", "--chat=none"],
+        {"http": [f"tcp:0:interface={LOOPBACK}"]},
+        [f"--counter-file={countFile}"],
     )
     lines = result.stdout.splitlines()
     assert result.returncode == 1, result.stdout
@@ -170,7 +144,7 @@ def test_counterFileThatIsNotACountIsRefusedAndLeftAlone(
 
 @pytest.mark.parametrize("content", [b"41\n", b"41"], ids=["newline", "no newline"])
 def test_counterFileWithACountIsAccepted(
-    operatorLauncher: OperatorLauncher, tmp_path: Path, content: bytes
+    launcher: Launcher, tmp_path: Path, content: bytes
 ) -> None:
     """
     What netdemos writes, and the same count without its newline (as
@@ -179,9 +153,7 @@ def test_counterFileWithACountIsAccepted(
     """
     countFile = tmp_path / "count"
     countFile.write_bytes(content)
-    server = operatorLauncher.start(
-        services=["http"], extra=[f"--counter-file={countFile}"]
-    )
+    server = launcher.start(services=["http"], extra=[f"--counter-file={countFile}"])
     assert nextNumber(server.httpPort) == 42
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=EXIT_TIMEOUT) == KILLED_BY_SIGTERM

@@ -8,57 +8,35 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import pytest
-from backbone_support import HAProxy, RedisServer
-from e2e_support import LINE_TIMEOUT, LOOPBACK, ChatUser, Netdemos, freePorts
-from operator_support import (
-    OperatorLauncher,
-    readUntilClosed,
-    sample,
-    scrapeMetrics,
-    waitUntilListening,
-)
-from test_e2e_redis import getNumbers, waitForReadiness
+import websockets.sync.client
+from support import LINE_TIMEOUT
+from support.backbone import HAProxy, RedisServer
+from support.clients import Clients, connect, getNumbers, waitForReadiness
+from support.process import Launcher, Netdemos
+from support.prometheus import sample, scrapeMetrics
 
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def launcher(tmp_path: Path, stack: ExitStack) -> OperatorLauncher:
-    return OperatorLauncher(tmp_path, stack)
+from netdemos.testing import LOOPBACK, readUntilClosed
 
 
 def behindHAProxy(
-    launcher: OperatorLauncher, redis: RedisServer, name: str, ports: dict[str, int]
+    launcher: Launcher, redis: RedisServer, name: str, ports: dict[str, int]
 ) -> Netdemos:
     """
-    Start an instance on the ports HAProxy's backends use: chat and echo
-    expecting a PROXY header, HTTP and metrics plain.
+    Start an instance on the ports HAProxy's backends use: chat, echo and
+    web expecting a PROXY header, HTTP and metrics plain.
     """
-    server = launcher._spawn(
-        [
-            f"--echo=haproxy:tcp:{ports['echo']}:interface={LOOPBACK}",
-            f"--http=tcp:{ports['http']}:interface={LOOPBACK}",
-            f"--chat=haproxy:tcp:{ports['chat']}:interface={LOOPBACK}",
-            f"--metrics=tcp:{ports['metrics']}:interface={LOOPBACK}",
-            f"--name={name}",
-            f"--redis={redis.url}",
-        ],
-        {service: [port] for service, port in ports.items()},
-        {},
-        None,
+    server = launcher.start(
+        services=["echo", "http", "chat", "web"],
+        metrics=True,
+        extra=[f"--name={name}", f"--redis={redis.url}"],
+        proxied=["echo", "chat", "web"],
+        ports=ports,
     )
-    waitUntilListening(server)
     server.waitUntilLogged(f"chat: {name} is in the room on Redis")
-    waitForReadiness(server, 200)
+    waitForReadiness(server.metricsPort, 200)
     return server
 
 
@@ -68,12 +46,13 @@ def test_shippedConfigurationIsValid(tmp_path: Path, stack: ExitStack) -> None:
 
 
 def test_clientsOwnAddressesAndOneCountBehindHAProxy(
-    launcher: OperatorLauncher, tmp_path: Path, stack: ExitStack
+    launcher: Launcher, clients: Clients, tmp_path: Path, stack: ExitStack
 ) -> None:
     """
     Behind HAProxy with send-proxy, the room names each client by its own
-    address, not HAProxy's; echo works through it; and GETs balanced over
-    both instances never repeat a number.
+    address, not HAProxy's, a WebSocket member as much as a TCP one; echo
+    works through it; and GETs balanced over both instances never repeat a
+    number.
     """
     redis = RedisServer(tmp_path, stack).start()
     proxy = HAProxy(tmp_path, stack)
@@ -87,6 +66,7 @@ def test_clientsOwnAddressesAndOneCountBehindHAProxy(
                 "echo": port[shift + 1234],
                 "http": port[shift + 8080],
                 "chat": port[shift + 1025],
+                "web": port[shift + 8081],
                 "metrics": port[shift + 9100],
             },
         )
@@ -100,13 +80,23 @@ def test_clientsOwnAddressesAndOneCountBehindHAProxy(
     assert len(set(numbers)) == len(numbers)
 
     users = [
-        ChatUser(port[1025], source=source) for source in ("127.0.0.5", "127.0.0.6")
+        clients.chatUser(port[1025], source=source)
+        for source in ("127.0.0.5", "127.0.0.6")
     ]
-    for user in users:
-        stack.callback(user.close)
     users[0].send(b"through the balancer\n")
     for user in users:
         user.inbox.waitForLine(f"<127.0.0.5:{users[0].localPort}> through the balancer")
+
+    browser = clients.connect(port[8081], source="127.0.0.7")
+    browserName = f"127.0.0.7:{browser.getsockname()[1]}"
+    with websockets.sync.client.connect(
+        f"ws://{LOOPBACK}:{port[8081]}/chat", sock=browser, open_timeout=LINE_TIMEOUT
+    ) as member:
+        welcome = member.recv(timeout=LINE_TIMEOUT)
+        assert str(welcome).startswith(f"* welcome, you are {browserName} ("), welcome
+        member.send("from a browser")
+        for user in users:
+            user.inbox.waitForLine(f"<{browserName}> from a browser")
 
     with socket.create_connection((LOOPBACK, port[1234]), timeout=LINE_TIMEOUT) as echo:
         echo.sendall(b"ping")
@@ -117,31 +107,17 @@ def test_clientsOwnAddressesAndOneCountBehindHAProxy(
         )
 
 
-def test_aClientWithoutAHeaderIsClosedAndCounted(
-    launcher: OperatorLauncher, tmp_path: Path, stack: ExitStack
-) -> None:
+def test_aClientWithoutAHeaderIsClosedAndCounted(launcher: Launcher) -> None:
     """
     Straight to a haproxy: endpoint, without the balancer's header: the
     connection is closed without a word, and counted.
     """
-    chatPort, metrics = freePorts(2)
-    proxied = launcher._spawn(
-        [
-            f"--chat=haproxy:tcp:{chatPort}:interface={LOOPBACK}",
-            "--echo=none",
-            "--http=none",
-            f"--metrics=tcp:{metrics}:interface={LOOPBACK}",
-        ],
-        {"chat": [chatPort], "metrics": [metrics]},
-        {},
-        None,
-    )
-    waitUntilListening(proxied)
-    with socket.create_connection((LOOPBACK, chatPort), timeout=LINE_TIMEOUT) as client:
+    proxied = launcher.start(services=["chat"], metrics=True, proxied=["chat"])
+    with connect(proxied.chatPort) as client:
         client.sendall(b"hello, no header here\n")
         received, _ = readUntilClosed(client, time.monotonic() + LINE_TIMEOUT)
     assert received == b""
-    samples = scrapeMetrics(metrics)
+    samples = scrapeMetrics(proxied.metricsPort)
     assert (
         sample(
             samples,

@@ -17,76 +17,18 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from e2e_support import (
-    EXIT_TIMEOUT,
-    LINE_TIMEOUT,
-    LOOPBACK,
-    ChatUser,
-    Netdemos,
-    readToEOF,
-    runTwistd,
-)
-from operator_support import (
-    Certificate,
-    NotifySocket,
-    OperatorLauncher,
-    TLSLineReader,
-    httpGet,
-    makeCertificate,
-    metricsPort,
-    readUntilClosed,
-    requestNumber,
-    sample,
-    scrapeMetrics,
-)
+from support import EXIT_TIMEOUT, LINE_TIMEOUT
+from support.certificates import Certificate
+from support.clients import Clients, LineReader, echoRoundTrip, httpGet, nextNumber
+from support.process import KILLED_BY_SIGTERM, Launcher, Netdemos, runNetdemos
+from support.prometheus import sample, scrapeMetrics
+from support.systemd import NotifySocket
 
-# On SIGTERM twistd stops the service, then kills itself with the same signal,
-# so that its parent sees how it ended.
-KILLED_BY_SIGTERM = -signal.SIGTERM
-
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def launcher(tmp_path: Path, stack: ExitStack) -> OperatorLauncher:
-    return OperatorLauncher(tmp_path, stack)
-
-
-def chatUser(stack: ExitStack, port: int) -> ChatUser:
-    """
-    Connect a chat client and wait for its welcome; close it when the test ends.
-    """
-    user = ChatUser(port)
-    stack.callback(user.close)
-    return user
-
-
-def connect(stack: ExitStack, port: int) -> socket.socket:
-    """
-    Connect to a loopback port, once, with no retry.
-    """
-    connection = socket.create_connection((LOOPBACK, port), timeout=LINE_TIMEOUT)
-    stack.enter_context(connection)
-    return connection
-
-
-def echoRoundTrip(connection: socket.socket, data: bytes) -> None:
-    connection.sendall(data)
-    received = b""
-    while len(received) < len(data):
-        chunk = connection.recv(65536)
-        assert chunk, f"EOF after {received!r}"
-        received += chunk
-    assert received == data
+from netdemos.testing import LOOPBACK, readUntilClosed
 
 
 def terminate(server: Netdemos) -> tuple[int, float]:
@@ -104,7 +46,7 @@ def terminate(server: Netdemos) -> tuple[int, float]:
 
 
 def test_readyIsSentOnlyOnceEveryListenerAccepts(
-    launcher: OperatorLauncher, stack: ExitStack
+    launcher: Launcher, clients: Clients, stack: ExitStack
 ) -> None:
     """
     With C{NOTIFY_SOCKET} set, netdemos sends C{READY=1} and a C{STATUS=} line,
@@ -134,13 +76,15 @@ def test_readyIsSentOnlyOnceEveryListenerAccepts(
     )
     try:
         # No retry: a refused connection fails the test.
-        for name in ("echo", "http", "chat", "metrics"):
-            connect(stack, server.ports[name][0])
+        for name in ("echo", "http", "chat", "web", "metrics"):
+            clients.connect(server.port(name))
     finally:
         os.kill(server.pid, signal.SIGCONT)
-    assert httpGet(metricsPort(server), "/readyz") == (200, b"ok\n")
+    assert httpGet(server.metricsPort, "/readyz") == (200, b"ok\n")
 
-    notify.waitFor(b"STATUS=op-1: 3 listeners; clients: echo 0, http 0, chat 0", server)
+    notify.waitFor(
+        b"STATUS=op-1: 4 listeners; clients: echo 0, http 0, chat 0, web 0", server
+    )
     assert not any(b"STOPPING=1" in message for message in notify.messages)
 
     start = time.monotonic()
@@ -159,27 +103,8 @@ def test_readyIsSentOnlyOnceEveryListenerAccepts(
 # TLS
 
 
-@pytest.fixture
-def certificate(tmp_path: Path) -> Certificate:
-    return makeCertificate(tmp_path / "tls")
-
-
-def tlsConnect(
-    stack: ExitStack, certificate: Certificate, port: int, hostname: str = "localhost"
-) -> ssl.SSLSocket:
-    """
-    Connect over TLS, checking the server's certificate for C{hostname}.
-    """
-    connection = certificate.clientContext().wrap_socket(
-        socket.create_connection((LOOPBACK, port), timeout=LINE_TIMEOUT),
-        server_hostname=hostname,
-    )
-    stack.enter_context(connection)
-    return connection
-
-
 def test_tlsOnEchoHttpAndChat(
-    launcher: OperatorLauncher, stack: ExitStack, certificate: Certificate
+    launcher: Launcher, clients: Clients, stack: ExitStack, certificate: Certificate
 ) -> None:
     """
     With C{ssl:} endpoints and a certificate, echo returns what is sent and
@@ -192,10 +117,10 @@ def test_tlsOnEchoHttpAndChat(
     """
     server = launcher.start(tls=certificate)
 
-    echo = tlsConnect(stack, certificate, server.echoPort)
+    echo = clients.tls(certificate, server.echoPort)
     echoRoundTrip(echo, b"hello over TLS\n" * 1000)
     plain = echo.unwrap()  # sends close_notify and waits for the server's
-    assert readToEOF(plain, time.monotonic() + LINE_TIMEOUT) == b""
+    assert readUntilClosed(plain, time.monotonic() + LINE_TIMEOUT) == (b"", "EOF")
 
     # The certificate is checked against the IP address here.
     https = http.client.HTTPSConnection(
@@ -209,12 +134,12 @@ def test_tlsOnEchoHttpAndChat(
     response = https.getresponse()
     assert (response.status, response.read()) == (200, b"I am request #1\n")
 
-    alice = tlsConnect(stack, certificate, server.chatPort)
-    aliceLines = TLSLineReader(alice)
+    alice = clients.tls(certificate, server.chatPort)
+    aliceLines = LineReader(alice)
     aliceName = f"{LOOPBACK}:{alice.getsockname()[1]}"
     assert aliceLines.readLine().startswith(f"* welcome, you are {aliceName} (1 in")
-    bob = tlsConnect(stack, certificate, server.chatPort)
-    bobLines = TLSLineReader(bob)
+    bob = clients.tls(certificate, server.chatPort)
+    bobLines = LineReader(bob)
     assert bobLines.readLine().startswith("* welcome")
     aliceLines.waitForLine(
         f"* {LOOPBACK}:{bob.getsockname()[1]} joined (2 in the room)"
@@ -231,7 +156,7 @@ def test_tlsOnEchoHttpAndChat(
     " when the peer's close_notify arrives in the same read",
 )
 def test_tlsEchoReturnsDataSentJustBeforeCloseNotify(
-    launcher: OperatorLauncher, certificate: Certificate
+    launcher: Launcher, certificate: Certificate
 ) -> None:
     """
     A TLS echo client that sends data and its close_notify in one write gets
@@ -296,11 +221,7 @@ def test_tlsKeyFileMissingExitsWithOneLineMessage(
         f"ssl:0:privateKey={missing}:certKey={certificate.certificatePath}"
         f":interface={LOOPBACK}"
     )
-    result = runTwistd(
-        tmp_path,
-        ["-n", "--pidfile=", "netdemos", f"--echo={endpoint}"]
-        + ["--http=none", "--chat=none"],
-    )
+    result = runNetdemos(tmp_path, {"echo": [endpoint]})
     assert result.returncode != 0, result.stdout
     named = [
         line
@@ -315,7 +236,7 @@ def test_tlsKeyFileMissingExitsWithOneLineMessage(
 
 
 def test_metricsCountTheTrafficAndScrapingCountsNoRequest(
-    launcher: OperatorLauncher, stack: ExitStack
+    launcher: Launcher, clients: Clients, stack: ExitStack
 ) -> None:
     """
     After 5 echoed bytes, 3 GETs on 2 connections and 2 chat lines from 2
@@ -327,9 +248,9 @@ def test_metricsCountTheTrafficAndScrapingCountsNoRequest(
     the counter would make every monitored server lie about its traffic.
     """
     server = launcher.start(metrics=True)
-    port = metricsPort(server)
+    port = server.metricsPort
 
-    echo = connect(stack, server.echoPort)
+    echo = clients.connect(server.echoPort)
     echoRoundTrip(echo, b"hello")
 
     first = http.client.HTTPConnection(LOOPBACK, server.httpPort, timeout=LINE_TIMEOUT)
@@ -340,8 +261,8 @@ def test_metricsCountTheTrafficAndScrapingCountsNoRequest(
         connection.request("GET", "/")
         assert connection.getresponse().read() == b"I am request #%d\n" % (number,)
 
-    alice = chatUser(stack, server.chatPort)
-    bob = chatUser(stack, server.chatPort)
+    alice = clients.chatUser(server.chatPort)
+    bob = clients.chatUser(server.chatPort)
     alice.inbox.waitForLine(f"* {bob.name} joined (2 in the room)")
     alice.send(b"one\ntwo\n")
     bob.inbox.waitForLine(f"<{alice.name}> two")
@@ -395,7 +316,7 @@ def test_metricsCountTheTrafficAndScrapingCountsNoRequest(
     server.assertNoErrorsLogged()
 
 
-def test_httpGaugeFallsToZeroOnceClientsHaveClosed(launcher: OperatorLauncher) -> None:
+def test_httpGaugeFallsToZeroOnceClientsHaveClosed(launcher: Launcher) -> None:
     """
     After three GETs, each on a connection the client then closed, the gauge
     of active HTTP connections on /metrics falls back to 0, and the total
@@ -410,7 +331,7 @@ def test_httpGaugeFallsToZeroOnceClientsHaveClosed(launcher: OperatorLauncher) -
     # The server sees each close a moment after the client makes it.
     deadline = time.monotonic() + LINE_TIMEOUT
     while True:
-        samples = scrapeMetrics(metricsPort(server))
+        samples = scrapeMetrics(server.metricsPort)
         active = sample(samples, "netdemos_connections_active", service="http")
         if active == 0:
             break
@@ -452,7 +373,7 @@ SHUTDOWN_TIMEOUT = 3
 
 
 def test_sigtermDrainsThenAbortsHangingClientsWithinTimeout(
-    launcher: OperatorLauncher, stack: ExitStack
+    launcher: Launcher, clients: Clients
 ) -> None:
     """
     On SIGTERM, with an echo client that does not read holding the server:
@@ -470,12 +391,9 @@ def test_sigtermDrainsThenAbortsHangingClientsWithinTimeout(
         metrics=True,
         extra=[f"--shutdown-timeout={SHUTDOWN_TIMEOUT}"],
     )
-    port = metricsPort(server)
-    chat = chatUser(stack, server.chatPort)
-    hanging = socket.socket()
-    stack.enter_context(hanging)
-    hanging.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    hanging.connect((LOOPBACK, server.echoPort))
+    port = server.metricsPort
+    chat = clients.chatUser(server.chatPort)
+    hanging = clients.connect(server.echoPort, receiveBuffer=4096)
     pushed = pushUntilStalled(hanging)
 
     start = time.monotonic()
@@ -518,7 +436,7 @@ PROMPT_EXIT = 5
 
 
 def test_sigtermWithNoClientLeftDoesNotWaitOutTheTimeout(
-    launcher: OperatorLauncher,
+    launcher: Launcher,
 ) -> None:
     """
     With --shutdown-timeout=20 and three GETs done on connections the client
@@ -543,17 +461,10 @@ def test_sigtermWithNoClientLeftDoesNotWaitOutTheTimeout(
 
 
 def getNumbers(server: Netdemos, count: int) -> list[int]:
-    numbers = []
-    for _ in range(count):
-        status, body = httpGet(server.httpPort)
-        assert status == 200, (status, body)
-        numbers.append(requestNumber(body))
-    return numbers
+    return [nextNumber(server.httpPort) for _ in range(count)]
 
 
-def test_counterContinuesAfterCleanRestart(
-    launcher: OperatorLauncher, tmp_path: Path
-) -> None:
+def test_counterContinuesAfterCleanRestart(launcher: Launcher, tmp_path: Path) -> None:
     """
     With --counter-file, three GETs, a SIGTERM and a restart on the same file:
     the next GET is C{I am request #4}.
@@ -575,7 +486,7 @@ def test_counterContinuesAfterCleanRestart(
 
 
 def test_counterNeverRepeatsANumberAfterSigkill(
-    launcher: OperatorLauncher, tmp_path: Path
+    launcher: Launcher, tmp_path: Path
 ) -> None:
     """
     With a fresh --counter-file, GETs #1 to #5, then SIGKILL (no chance to
@@ -608,10 +519,10 @@ def test_counterFileWithoutACountStopsStartup(tmp_path: Path) -> None:
     """
     countFile = tmp_path / "count"
     countFile.write_text("garbage\n")
-    result = runTwistd(
+    result = runNetdemos(
         tmp_path,
-        ["-n", "--pidfile=", "netdemos", f"--counter-file={countFile}"]
-        + ["--echo=none", f"--http=tcp:0:interface={LOOPBACK}", "--chat=none"],
+        {"http": [f"tcp:0:interface={LOOPBACK}"]},
+        [f"--counter-file={countFile}"],
     )
     assert result.returncode != 0, result.stdout
     assert any(
@@ -626,7 +537,7 @@ def test_counterFileWithoutACountStopsStartup(tmp_path: Path) -> None:
 
 
 def test_connectionLimitTurnsAwayTheNextClientOfEachService(
-    launcher: OperatorLauncher, stack: ExitStack
+    launcher: Launcher, clients: Clients, stack: ExitStack
 ) -> None:
     """
     With --max-connections=2 and two clients of each service connected, a
@@ -640,8 +551,8 @@ def test_connectionLimitTurnsAwayTheNextClientOfEachService(
     """
     server = launcher.start(metrics=True, extra=["--max-connections=2"])
 
-    chatters = [chatUser(stack, server.chatPort) for _ in range(2)]
-    turnedAway = connect(stack, server.chatPort)
+    chatters = [clients.chatUser(server.chatPort) for _ in range(2)]
+    turnedAway = clients.connect(server.chatPort)
     closing = readUntilClosed(turnedAway, time.monotonic() + LINE_TIMEOUT)
     assert closing == (b"! server full, try again later\r\n", "EOF")
 
@@ -652,18 +563,18 @@ def test_connectionLimitTurnsAwayTheNextClientOfEachService(
         stack.callback(keepAlive.close)
         keepAlive.request("GET", "/")
         assert keepAlive.getresponse().read() == b"I am request #%d\n" % (number,)
-    refused = connect(stack, server.httpPort)
+    refused = clients.connect(server.httpPort)
     refused.sendall(b"GET / HTTP/1.1\r\nHost: netdemos\r\n\r\n")
     # The server answers without reading the request, so closing may reset.
     answer, _ = readUntilClosed(refused, time.monotonic() + LINE_TIMEOUT)
     assert answer.startswith(b"HTTP/1.1 503 "), answer
 
     for _ in range(2):
-        echoRoundTrip(connect(stack, server.echoPort), b"in")
-    shutOut = connect(stack, server.echoPort)
+        echoRoundTrip(clients.connect(server.echoPort), b"in")
+    shutOut = clients.connect(server.echoPort)
     assert readUntilClosed(shutOut, time.monotonic() + LINE_TIMEOUT)[0] == b""
 
-    samples = scrapeMetrics(metricsPort(server))
+    samples = scrapeMetrics(server.metricsPort)
     rejected = {
         service: sample(
             samples,
@@ -677,12 +588,12 @@ def test_connectionLimitTurnsAwayTheNextClientOfEachService(
 
     chatters[1].close()
     chatters[0].inbox.waitForLine(f"* {chatters[1].name} left")
-    chatUser(stack, server.chatPort)  # waits for its welcome
+    clients.chatUser(server.chatPort)  # waits for its welcome
     server.assertNoErrorsLogged()
 
 
 def test_idleClientsAreDisconnectedButTalkingClientsStay(
-    launcher: OperatorLauncher, stack: ExitStack
+    launcher: Launcher, clients: Clients
 ) -> None:
     """
     With --idle-timeout=1, a silent chat client is told C{! idle for 1
@@ -697,9 +608,9 @@ def test_idleClientsAreDisconnectedButTalkingClientsStay(
         services=["echo", "chat"], metrics=True, extra=["--idle-timeout=1"]
     )
     start = time.monotonic()
-    silentChat = chatUser(stack, server.chatPort)
-    silentEcho = connect(stack, server.echoPort)
-    talker = chatUser(stack, server.chatPort)
+    silentChat = clients.chatUser(server.chatPort)
+    silentEcho = clients.connect(server.echoPort)
+    talker = clients.chatUser(server.chatPort)
 
     talkError: list[OSError] = []
 
@@ -721,7 +632,7 @@ def test_idleClientsAreDisconnectedButTalkingClientsStay(
     silentChat.inbox.waitForLine("! idle for 1 seconds; disconnecting")
     silentChat.inbox.waitForEOF(timeout=5)
     chatClosedAfter = time.monotonic() - start
-    assert readToEOF(silentEcho, start + 6) == b""
+    assert readUntilClosed(silentEcho, start + 6) == (b"", "EOF")
     echoClosedAfter = time.monotonic() - start
     talking.join(timeout=10)
     talkedFor = time.monotonic() - start
@@ -738,6 +649,6 @@ def test_idleClientsAreDisconnectedButTalkingClientsStay(
     assert not talkError and not talker.inbox.eof, (talkError, lines[-5:])
     talker.send(b"and now\n")
     talker.inbox.waitForLine(f"<{talker.name}> and now")
-    samples = scrapeMetrics(metricsPort(server))
+    samples = scrapeMetrics(server.metricsPort)
     assert sample(samples, "netdemos_chat_clients_dropped_total", reason="idle") == 1
     server.assertNoErrorsLogged()

@@ -6,28 +6,23 @@ C{redis-server} of each test's own, which some tests kill.
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from backbone_support import RedisServer
-from e2e_support import LINE_TIMEOUT, LOOPBACK, ChatUser, Netdemos, freePorts, runTwistd
-from operator_support import (
-    OperatorLauncher,
-    httpGet,
-    metricsPort,
-    requestNumber,
-    waitUntilListening,
-)
+from support.backbone import RedisServer
+from support.clients import Clients, getNumbers, httpGet, waitForReadiness
+from support.process import Launcher, Netdemos, runTwistd
+
+from netdemos.testing import LOOPBACK, freePorts, netdemosCommand
 
 # How long the tests wait for what the issue bounds: a dead instance's members
 # gone within 15 s; the room whole again within 5 s of Redis.
@@ -36,23 +31,12 @@ ROOM_WHOLE_SECONDS = 5.0
 
 
 @pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def launcher(tmp_path: Path, stack: ExitStack) -> OperatorLauncher:
-    return OperatorLauncher(tmp_path, stack)
-
-
-@pytest.fixture
 def redis(tmp_path: Path, stack: ExitStack) -> RedisServer:
     return RedisServer(tmp_path, stack).start()
 
 
 def instance(
-    launcher: OperatorLauncher,
+    launcher: Launcher,
     redis: RedisServer,
     name: str,
     services: Sequence[str] = ("http", "chat"),
@@ -68,43 +52,8 @@ def instance(
     )
     if "chat" in services:
         server.waitUntilLogged(f"chat: {name} is in the room on Redis")
-    waitForReadiness(server, 200)
+    waitForReadiness(server.metricsPort, 200)
     return server
-
-
-def waitForReadiness(server: Netdemos, status: int, timeout: float = 10.0) -> float:
-    """
-    Poll C{/readyz} until it answers C{status}; return how long that took.
-    """
-    start = time.monotonic()
-    while httpGet(metricsPort(server), "/readyz")[0] != status:
-        assert time.monotonic() - start < timeout, f"/readyz never said {status}"
-        time.sleep(0.02)  # a polling interval
-    return time.monotonic() - start
-
-
-def getNumbers(port: int, count: int) -> list[tuple[int, str]]:
-    """
-    C{count} GETs over one connection: each answer's number and instance.
-    """
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=LINE_TIMEOUT)
-    answers = []
-    try:
-        for _ in range(count):
-            connection.request("GET", "/")
-            response = connection.getresponse()
-            body = response.read()
-            assert response.status == 200, (response.status, body)
-            answers.append((requestNumber(body), response.getheader("X-Served-By", "")))
-    finally:
-        connection.close()
-    return answers
-
-
-def chatUser(stack: ExitStack, port: int) -> ChatUser:
-    user = ChatUser(port)
-    stack.callback(user.close)
-    return user
 
 
 def said(lines: list[str]) -> list[str]:
@@ -112,7 +61,7 @@ def said(lines: list[str]) -> list[str]:
 
 
 def test_twoInstancesHandOutEachNumberOnce(
-    launcher: OperatorLauncher, redis: RedisServer
+    launcher: Launcher, redis: RedisServer
 ) -> None:
     """
     2000 GETs at once over two instances get exactly #1 to #2000, each
@@ -131,7 +80,7 @@ def test_twoInstancesHandOutEachNumberOnce(
 
 
 def test_twoProcessesShareInheritedSockets(
-    launcher: OperatorLauncher, redis: RedisServer, stack: ExitStack
+    launcher: Launcher, redis: RedisServer, stack: ExitStack
 ) -> None:
     """
     Two processes accepting on one listening socket, inherited as systemd
@@ -155,23 +104,25 @@ def test_twoProcessesShareInheritedSockets(
     servers = []
     for name in ("a", "b"):
         (metrics,) = freePorts(1)
-        server = launcher._spawn(
+        command = netdemosCommand(
             [
                 "--http=systemd:domain=INET:name=http",
                 "--echo=none",
                 "--chat=none",
+                "--web=none",
                 f"--metrics=tcp:{metrics}:interface={LOOPBACK}",
                 f"--name={name}",
                 f"--redis={redis.url}",
-            ],
+            ]
+        )
+        server = launcher.spawn(
+            [*handOver, *command],
             {"http": [port], "metrics": [metrics]},
             {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http"},
-            None,
-            prefix=handOver,
             passFds=[listening.fileno()],
         )
-        waitUntilListening(server)
-        waitForReadiness(server, 200)
+        server.waitUntilListening()
+        waitForReadiness(server.metricsPort, 200)
         servers.append(server)
     listening.close()
     answers: list[tuple[int, str]] = []
@@ -182,16 +133,16 @@ def test_twoProcessesShareInheritedSockets(
 
 
 def test_nineHundredLinesInOneOrderOnBothInstances(
-    launcher: OperatorLauncher, redis: RedisServer, stack: ExitStack
+    launcher: Launcher, redis: RedisServer, clients: Clients
 ) -> None:
     """
     Three senders on two instances send 300 numbered lines each, at once:
     every client on both instances receives all 900, in the same order.
     """
     a, b = (instance(launcher, redis, name, ["chat"]) for name in ("a", "b"))
-    senders = [chatUser(stack, a.chatPort), chatUser(stack, a.chatPort)]
-    senders.append(chatUser(stack, b.chatPort))
-    listeners = [chatUser(stack, a.chatPort), chatUser(stack, b.chatPort)]
+    senders = [clients.chatUser(a.chatPort), clients.chatUser(a.chatPort)]
+    senders.append(clients.chatUser(b.chatPort))
+    listeners = [clients.chatUser(a.chatPort), clients.chatUser(b.chatPort)]
     everyone = senders + listeners
     for user in everyone[:-1]:
         user.inbox.waitForLine(f"* {everyone[-1].name} joined (5 in the room)")
@@ -215,7 +166,7 @@ def test_nineHundredLinesInOneOrderOnBothInstances(
 
 
 def test_namesAndWhoSpanInstancesAndADeadOnesMembersLeave(
-    launcher: OperatorLauncher, redis: RedisServer, stack: ExitStack
+    launcher: Launcher, redis: RedisServer, clients: Clients
 ) -> None:
     """
     A nick taken on one instance is refused on the other, whatever its case;
@@ -223,7 +174,7 @@ def test_namesAndWhoSpanInstancesAndADeadOnesMembersLeave(
     other's room, and their nicks are free again, within 15 s.
     """
     a, b = (instance(launcher, redis, name, ["chat"]) for name in ("a", "b"))
-    alice, bob = chatUser(stack, a.chatPort), chatUser(stack, b.chatPort)
+    alice, bob = clients.chatUser(a.chatPort), clients.chatUser(b.chatPort)
     alice.send(b"/nick alice\n")
     bob.inbox.waitForLine(f"* {alice.name} is now alice")
     bob.send(b"/nick ALICE\n")
@@ -244,7 +195,7 @@ def test_namesAndWhoSpanInstancesAndADeadOnesMembersLeave(
 
 
 def test_redisLostAndBackEmpty(
-    launcher: OperatorLauncher, redis: RedisServer, stack: ExitStack
+    launcher: Launcher, redis: RedisServer, clients: Clients
 ) -> None:
     """
     Redis killed, then started again empty on its port: meanwhile GETs get
@@ -255,13 +206,13 @@ def test_redisLostAndBackEmpty(
     a, b = (instance(launcher, redis, name) for name in ("a", "b"))
     before = [number for number, _ in getNumbers(a.httpPort, 10)]
     before += [number for number, _ in getNumbers(b.httpPort, 10)]
-    ann, amy = chatUser(stack, a.chatPort), chatUser(stack, a.chatPort)
-    bob = chatUser(stack, b.chatPort)
+    ann, amy = clients.chatUser(a.chatPort), clients.chatUser(a.chatPort)
+    bob = clients.chatUser(b.chatPort)
     ann.inbox.waitForLine(f"* {bob.name} joined (3 in the room)")
 
     redis.kill()
     for server in (a, b):
-        waitForReadiness(server, 503)
+        waitForReadiness(server.metricsPort, 503)
         start = time.monotonic()
         status, body = httpGet(server.httpPort)
         assert (status, time.monotonic() - start < 1) == (503, True), body
@@ -282,14 +233,14 @@ def test_redisLostAndBackEmpty(
     assert time.monotonic() - back < ROOM_WHOLE_SECONDS
     assert f"<{ann.name}> still here" not in bob.inbox.snapshot()
     for server in (a, b):
-        waitForReadiness(server, 200)
+        waitForReadiness(server.metricsPort, 200)
         ((number, _),) = getNumbers(server.httpPort, 1)
         assert number > max(before)
     assert amy.inbox.snapshot().count(f"<{ann.name}> still here") == 1
 
 
 def test_redisDownAtStartup(
-    launcher: OperatorLauncher, tmp_path: Path, stack: ExitStack
+    launcher: Launcher, tmp_path: Path, stack: ExitStack
 ) -> None:
     """
     With no Redis yet, netdemos starts all the same, answers 503 and is not
@@ -300,9 +251,9 @@ def test_redisDownAtStartup(
         services=["http"], metrics=True, extra=[f"--redis={redis.url}"]
     )
     assert httpGet(server.httpPort)[0] == 503
-    assert httpGet(metricsPort(server), "/readyz")[0] == 503
+    assert httpGet(server.metricsPort, "/readyz")[0] == 503
     redis.start()
-    waitForReadiness(server, 200)
+    waitForReadiness(server.metricsPort, 200)
     assert getNumbers(server.httpPort, 1)[0][0] == 1
 
 
@@ -327,9 +278,7 @@ def test_badRedisOptionsStopStartupInOneLine(
     assert "Traceback" not in result.stdout
 
 
-def test_statusAndLogNameTheInstance(
-    launcher: OperatorLauncher, redis: RedisServer
-) -> None:
+def test_statusAndLogNameTheInstance(launcher: Launcher, redis: RedisServer) -> None:
     server = instance(launcher, redis, "web-7", ["http"])
     server.waitUntilLogged("netdemos: ready (web-7: ")
     assert os.path.exists(server.logPath)

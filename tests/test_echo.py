@@ -4,7 +4,7 @@ Unit tests for L{netdemos.echo}: no sockets, no clock.
 
 from __future__ import annotations
 
-from protocol_support import PEER, connectProtocol
+from support.transport import PEER, connectProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock

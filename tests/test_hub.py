@@ -1,13 +1,14 @@
 """
 Tests for L{netdemos.chat.hub}: one room over several instances, through a
-fake Redis (tests/redis_support.py); tests/test_e2e_redis.py runs the same
+fake Redis (tests/support/redis.py); tests/test_e2e_redis.py runs the same
 with real processes and a real Redis.
 """
 
 from __future__ import annotations
 
-from chat_support import Room, received
-from redis_support import FakeRedis, FakeRedisLink
+from support.chat import Room, received
+from support.redis import FakeRedis, FakeRedisLink
+from support.web import WebSocketClient, webSite
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -92,6 +93,39 @@ class HubTests(SynchronousTestCase):
         self.assertEqual(len(seen[0]), 15)
         self.assertEqual(seen[0], seen[1])
         self.assertEqual(seen[0], seen[2])
+
+    def test_tcpAndWebSocketMembersShareTheRoomAcrossInstances(self) -> None:
+        """
+        A WebSocket member joins through the same hub as a TCP one: its
+        welcome names its instance, and lines and its join cross Redis both
+        ways, so a browser on one instance and nc on another are in one room.
+        """
+        alice, aliceT = self.a.chat.connect()
+        self.settle()
+        received(aliceT)
+        browser = WebSocketClient(webSite(self.b.chat), self.b.chat, port=42500)
+        self.settle()
+        [welcome] = browser.takeTexts()
+        self.assertTrue(
+            welcome.startswith(
+                f"* welcome, you are {browser.name} (2 in the room) on b;"
+            ),
+            welcome,
+        )
+        self.assertEqual(
+            received(aliceT), [f"* {browser.name} joined (2 in the room)".encode()]
+        )
+        browser.sendText("from a browser")
+        alice.dataReceived(b"from nc\n")
+        self.settle()
+        self.assertEqual(
+            browser.takeTexts(),
+            [f"<{browser.name}> from a browser", "<127.0.0.1:41001> from nc"],
+        )
+        self.assertEqual(
+            received(aliceT),
+            [f"<{browser.name}> from a browser".encode(), b"<127.0.0.1:41001> from nc"],
+        )
 
     def test_whoAndNamesSpanInstances(self) -> None:
         """

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from descriptors_support import plenty
+from support.descriptors import plenty
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -186,7 +186,8 @@ class LifecycleTests(SynchronousTestCase):
         """
         options = tap.Options()
         options.parseOptions(
-            ["--echo=7", "--http=8000", "--chat=7000", "--chat=7001", "--metrics=9100"]
+            ["--echo=7", "--http=8000", "--chat=7000", "--chat=7001"]
+            + ["--web=8081", "--metrics=9100"]
         )
         reactor = MemoryReactorClock()
         service = tap.makeService(options, reactor, openFiles=plenty())
@@ -202,5 +203,5 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(witness.seenAtReady, [])
         service.startService()
         self.assertEqual(
-            witness.seenAtReady, [([7, 7000, 7001, 8000, 9100], [True] * 5)]
+            witness.seenAtReady, [([7, 7000, 7001, 8000, 8081, 9100], [True] * 6)]
         )

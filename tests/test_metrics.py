@@ -4,9 +4,10 @@ Tests for L{netdemos.metrics}: the figures in C{/metrics}, and the health pages.
 
 from __future__ import annotations
 
-from chat_support import Room
-from http_support import connectChannel, exchange, get
-from protocol_support import PEER
+from support.chat import Room
+from support.http import connectChannel, exchange, get
+from support.transport import PEER
+from support.web import WebSocketClient, webSite
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,8 +26,9 @@ class MetricsTests(SynchronousTestCase):
         self.echo = EchoFactory(Clock())
         self.http = CounterSite(reactor=Clock())
         self.room = Room(backlog=10)
+        self.web = webSite(self.room)
         self.server.factories.update(
-            echo=self.echo, http=self.http, chat=self.room.factory
+            echo=self.echo, http=self.http, chat=self.room.factory, web=self.web
         )
         self.admin = makeAdminSite(self.server)
 
@@ -75,6 +77,21 @@ class MetricsTests(SynchronousTestCase):
             0,
         )
         self.assertIn("process_cpu_seconds_total", metrics)
+
+    def test_webSocketsAreCountedUnderWeb(self) -> None:
+        """
+        A WebSocket is counted under C{service="web"} while it is open, once,
+        and no longer once it has closed.
+        """
+        browser = WebSocketClient(self.web, self.room)
+        metrics = self.scrape()
+        self.assertEqual(metrics['netdemos_connections_total{service="web"}'], 1)
+        self.assertEqual(metrics['netdemos_connections_active{service="web"}'], 1)
+        browser.sendText("/quit")
+        browser.receive()
+        self.clock.advance(1)  # past the rendered page's age
+        metrics = self.scrape()
+        self.assertEqual(metrics['netdemos_connections_active{service="web"}'], 0)
 
     def test_scrapingDoesNotMoveTheCounter(self) -> None:
         self.scrape()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from chat_support import Room
+from support.chat import Room
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -115,7 +115,12 @@ class ProxiedListenerTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         options = tap.Options()
         options.parseOptions(
-            ["--echo=haproxy:tcp:7", "--http=haproxy:tcp:8", "--chat=haproxy:tcp:9"]
+            [
+                "--echo=haproxy:tcp:7",
+                "--http=haproxy:tcp:8",
+                "--chat=haproxy:tcp:9",
+                "--web=haproxy:tcp:10",
+            ]
         )
         service = tap.makeService(options, reactor)
         for child in service.listeners:
@@ -134,5 +139,6 @@ class ProxiedListenerTests(SynchronousTestCase):
                 7: ("EchoFactory", tap.DEFAULT_LISTEN_BACKLOG),
                 8: ("CounterSite", tap.DEFAULT_LISTEN_BACKLOG),
                 9: ("ChatFactory", tap.DEFAULT_LISTEN_BACKLOG),
+                10: ("WebSite", tap.DEFAULT_LISTEN_BACKLOG),
             },
         )

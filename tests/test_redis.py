@@ -6,7 +6,7 @@ tests/test_e2e_redis.py.
 
 from __future__ import annotations
 
-from redis_support import FakeRedis
+from support.redis import FakeRedis
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.task import Clock

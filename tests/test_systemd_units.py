@@ -7,39 +7,22 @@ installed; the rest reads them as text and needs no systemd at all.
 
 from __future__ import annotations
 
-import configparser
 import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from support.systemd import SERVICE, SOCKETS, UNITS, readUnit
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS
 from netdemos.descriptors import planDescriptors
 from netdemos.tap import DEFAULT_ENDPOINTS
+from netdemos.testing import twistdCommand
 
-UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
-SERVICE = "netdemos.service"
-SOCKETS = {
-    "echo": "netdemos-echo.socket",
-    "http": "netdemos-http.socket",
-    "chat": "netdemos-chat.socket",
-}
 INSTALLED_TWISTD = "/opt/netdemos/bin/twistd"
-
-
-def readUnit(name: str) -> configparser.ConfigParser:
-    """
-    Read a unit file; enough of its syntax for the keys these tests look at.
-    """
-    unit = configparser.ConfigParser(interpolation=None, strict=False)
-    unit.optionxform = str  # type: ignore[assignment, method-assign]
-    unit.read_string((UNITS / name).read_text())
-    return unit
 
 
 def systemdEndpoints(execStart: str) -> dict[str, dict[str, str]]:
@@ -76,8 +59,8 @@ def unitsForVerifying(directory: Path, names: list[str] | None = None) -> list[P
     C{twistd} the tests run with: C{systemd-analyze verify} fails a unit
     whose program does not exist, and C{/opt/netdemos} is only on servers.
     """
-    twistd = Path(sys.executable).parent / "twistd"
-    program = str(twistd if twistd.exists() else Path(sys.executable))
+    # The twistd script, or else the Python that runs it.
+    program = twistdCommand()[0]
     copies = []
     for name in names or [SERVICE, *SOCKETS.values()]:
         text = (UNITS / name).read_text().replace(INSTALLED_TWISTD, program)
@@ -250,7 +233,7 @@ class InstancesTemplateTests(SynchronousTestCase):
 
     def test_everyInstanceInheritsTheSameSockets(self) -> None:
         """
-        Each instance is handed all three sockets (C{Sockets=}) and adopts
+        Each instance is handed all four sockets (C{Sockets=}) and adopts
         each by name with the family it has, as netdemos.service does; it
         starts after them.
         """

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from descriptors_support import FakeOpenFileLimit, plenty
-from operator_support import makeCertificate
+from support.certificates import makeCertificate
+from support.descriptors import FakeOpenFileLimit, plenty
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
@@ -29,6 +29,7 @@ from netdemos.echo import EchoFactory
 from netdemos.hangup import HangupService
 from netdemos.lifecycle import StartupError
 from netdemos.redis import RedisAddress, RedisLink
+from netdemos.web import WebSite
 
 
 def parse(*argv: str) -> tap.Options:
@@ -64,6 +65,10 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["echo"], ["tcp:1234"])
         self.assertEqual(options["http"], ["tcp:8080"])
         self.assertEqual(options["chat"], ["tcp:1025"])
+        self.assertEqual(options["web"], ["tcp:8081"])
+        self.assertEqual(options["web-origin"], [])
+        self.assertEqual(options["ws-max-message"], 1024 * 1024)
+        self.assertEqual(options["ws-ping"], 30)
         self.assertEqual(options["max-line"], 4096)
         self.assertEqual(options["chat-backlog"], 1024 * 1024)
         self.assertIsNone(options["access-log"])
@@ -115,6 +120,10 @@ class OptionsTests(SynchronousTestCase):
             "--max-line=",
             "--chat-backlog=",
             "--access-log=",
+            "--web=",
+            "--web-origin=",
+            "--ws-max-message=",
+            "--ws-ping=",
         ):
             self.assertIn(option, help)
         self.assertGreaterEqual(help.replace("\n", " ").count("e.g."), 6)
@@ -125,12 +134,16 @@ class MakeServiceTests(SynchronousTestCase):
         _, ports = listening()
         kinds = {port: type(factory) for port, factory, _ in ports}
         self.assertEqual(
-            kinds, {1234: EchoFactory, 8080: CounterSite, 1025: ChatFactory}
+            kinds,
+            {1234: EchoFactory, 8080: CounterSite, 1025: ChatFactory, 8081: WebSite},
         )
 
     def test_endpointsWithInterfaces(self) -> None:
         _, ports = listening(
-            "--echo=tcp:7:interface=127.0.0.1", "--http=none", "--chat=none"
+            "--echo=tcp:7:interface=127.0.0.1",
+            "--http=none",
+            "--chat=none",
+            "--web=none",
         )
         self.assertEqual([(p, i) for p, _, i in ports], [(7, "127.0.0.1")])
 
@@ -139,7 +152,9 @@ class MakeServiceTests(SynchronousTestCase):
         Several --chat endpoints serve one room: a client on one port talks to
         a client on the other.
         """
-        _, ports = listening("--echo=none", "--http=none", "--chat=7000", "--chat=7001")
+        _, ports = listening(
+            "--echo=none", "--http=none", "--chat=7000", "--chat=7001", "--web=none"
+        )
         factories = [factory for _, factory, _ in ports]
         self.assertEqual(len(factories), 2)
         self.assertIs(factories[0], factories[1])
@@ -177,7 +192,14 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(parse("--echo=7", "--echo=8"), MemoryReactorClock())
         names = [child.name for child in IServiceCollection(service.listeners)]
         self.assertEqual(
-            names, ["echo tcp:7", "echo tcp:8", "http tcp:8080", "chat tcp:1025"]
+            names,
+            [
+                "echo tcp:7",
+                "echo tcp:8",
+                "http tcp:8080",
+                "chat tcp:1025",
+                "web tcp:8081",
+            ],
         )
 
     def test_onlyTheGlobalReactorGetsASighupHandler(self) -> None:
@@ -227,7 +249,14 @@ class OperatorOptionsTests(SynchronousTestCase):
         """
         reactor, _ = listening("--echo=tcp:7:backlog=5", "--chat=none")
         backlogs = {port: backlog for port, _, backlog, _ in reactor.tcpServers}
-        self.assertEqual(backlogs, {7: 5, 8080: tap.DEFAULT_LISTEN_BACKLOG})
+        self.assertEqual(
+            backlogs,
+            {
+                7: 5,
+                8080: tap.DEFAULT_LISTEN_BACKLOG,
+                8081: tap.DEFAULT_LISTEN_BACKLOG,
+            },
+        )
         self.assertEqual(tap.withListenBacklog("unix:/x"), "unix:/x:backlog=1024")
         self.assertEqual(
             tap.withListenBacklog("systemd:domain=INET:name=e"),
@@ -255,6 +284,7 @@ class OperatorOptionsTests(SynchronousTestCase):
             f"--chat=unix:{sockets}/chat",
             f"--chat=unix:{sockets}/chat-too:backlog=11",
             f"--chat={certificate.serverEndpoint(6697)}",
+            "--web=none",
             "--metrics=tcp:9100:interface=127.0.0.1",
         )
         tcp = {port: backlog for port, _, backlog, _ in reactor.tcpServers}
@@ -274,6 +304,7 @@ class OperatorOptionsTests(SynchronousTestCase):
         self.assertEqual(factories[ChatFactory].idleTimeout, 30)
         self.assertEqual(factories[CounterSite].connections.limit, 7)
         self.assertEqual(factories[CounterSite].timeOut, 60)
+        self.assertEqual(factories[WebSite].connections.limit, 7)
 
     def test_badNumbersAreRefused(self) -> None:
         for option in (
@@ -363,11 +394,11 @@ class OperatorOptionsTests(SynchronousTestCase):
             port: type(factory).__name__ for port, factory, _, _ in reactor.tcpServers
         }
         self.assertEqual(ports[9100], "QuietSite")
-        self.assertEqual(len(ports), 4)
+        self.assertEqual(len(ports), 5)
 
     def test_connectionLimitsFitTheOpenFileLimit(self) -> None:
         """
-        Under a hard open-file limit of 1024 the services get 302 connections
+        Under a hard open-file limit of 1024 the services get 222 connections
         each and the admin site its 16, rather than 10,000 each that the
         process could never hold.
         """
@@ -383,9 +414,10 @@ class OperatorOptionsTests(SynchronousTestCase):
         self.assertEqual(
             {name: factory.connections.limit for name, factory in factories.items()},
             {
-                "EchoFactory": 302,
-                "CounterSite": 302,
-                "ChatFactory": 302,
+                "EchoFactory": 222,
+                "CounterSite": 222,
+                "ChatFactory": 222,
+                "WebSite": 222,
                 "QuietSite": 16,
             },
         )
@@ -403,9 +435,39 @@ class OperatorOptionsTests(SynchronousTestCase):
     def test_everyListenerIsWatchedForAcceptFailures(self) -> None:
         service = makeService(parse("--metrics=9100"), MemoryReactorClock())
         children = [*service.listeners, *service.admin]
-        self.assertEqual(len(children), 4)
+        self.assertEqual(len(children), 5)
         for child in children:
             self.assertIsInstance(child.endpoint, WatchedEndpoint)
+
+    def test_webOptionsReachTheSite(self) -> None:
+        """
+        The WebSocket limits and the extra origins reach the web site, and
+        its chat members are in the TCP chat's room.
+        """
+        _, ports = listening(
+            "--ws-max-message=5000",
+            "--ws-ping=12",
+            "--web-origin=HTTPS://Chat.Example",
+            "--web-origin=http://localhost:3000/",
+        )
+        factories: dict[type, Any] = {type(f): f for _, f, _ in ports}
+        site = factories[WebSite]
+        self.assertIs(site.room, factories[ChatFactory].room)
+        echo = site.resource.children[b"echo"]
+        self.assertEqual(echo.factory.maxMessage, 5000)
+        self.assertEqual(echo.factory.pingInterval, 12)
+        self.assertTrue(echo.allows("https://chat.example", None))
+        self.assertTrue(echo.allows("http://localhost:3000", None))
+        self.assertFalse(echo.allows("https://other.example", None))
+
+    def test_webOriginMustBeAnOrigin(self) -> None:
+        """
+        An origin is a scheme, a host and maybe a port: a URL with a path, or
+        no scheme, would never match what browsers send, so it is refused.
+        """
+        for bad in ("chat.example.com", "https://chat.example.com/chat", "ftp://x"):
+            error = self.assertRaises(UsageError, parse, f"--web-origin={bad}")
+            self.assertIn(f"--web-origin={bad}", str(error))
 
     def test_metricsWithoutTheLibrarySaysWhatToInstall(self) -> None:
         self.patch(tap.importlib.util, "find_spec", lambda name: None)
@@ -504,7 +566,7 @@ class HelpExamplesTests(SynchronousTestCase):
         texts = [str(parameter[3]) for parameter in tap.Options.optParameters]
         texts += [
             getattr(tap.Options, f"opt_{name}").__doc__ or ""
-            for name in ("echo", "http", "chat", "metrics")
+            for name in ("echo", "http", "chat", "web", "web_origin", "metrics")
         ]
         examples = re.findall(r"e\.g\. (--[\w-]+=[^\s)]+)", " ".join(texts))
         # Nearly every option has one: a regular expression gone wrong would

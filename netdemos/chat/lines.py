@@ -34,6 +34,8 @@ class LineBuffer:
     after it; hence this small class.
     """
 
+    __slots__ = ("maxLength", "_partial", "_discarding")
+
     def __init__(self, maxLength: int) -> None:
         self.maxLength = maxLength
         self._partial = b""

@@ -13,6 +13,8 @@ class TokenBucket:
     times a second on average.  A rate of 0 means no limit.
     """
 
+    __slots__ = ("_clock", "rate", "burst", "_tokens", "_stamp")
+
     def __init__(self, clock: IReactorTime, rate: float, burst: int) -> None:
         self._clock = clock
         self.rate = rate

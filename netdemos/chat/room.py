@@ -111,6 +111,12 @@ class Turn:
     def hasOwn(self, member: IMember) -> bool:
         return member in self._ops or member in self._starts
 
+    def withOwn(self) -> list[IMember]:
+        """
+        The members with ops of their own or a later start, in no set order.
+        """
+        return list(self._ops.keys() | self._starts.keys())
+
     def dataFor(self, member: IMember) -> bytes:
         """
         Everything this turn holds for C{member}, in order.
@@ -141,8 +147,9 @@ class ChatRoom:
     """
     The room: who is in it, under what name, and what it has to send them.
 
-    It knows nothing of sockets: its members are L{IMember}s (a TCP client
-    today), each of which encodes what the room gives it for its own wire.
+    It knows nothing of sockets: its members are L{IMember}s (TCP and
+    WebSocket clients), each of which encodes what the room gives it for its
+    own wire.
     One room may be served on several endpoints, all of whose factories hand
     it to the members they build.
 
@@ -151,6 +158,7 @@ class ChatRoom:
     the order every instance sees them.
 
     @ivar unsent: bytes the members that are behind have waiting, in all.
+    @ivar closed: the server is going away, and has closed the room.
     @ivar behind: the members whose transports have asked them to pause.
     """
 
@@ -180,6 +188,7 @@ class ChatRoom:
         self.messagesRelayed = 0
         self.clientsDropped: Counter[str] = Counter()
         self._anonymous = 0
+        self.closed = False
 
     def uniqueName(self, preferred: str | None) -> str:
         """
@@ -213,17 +222,23 @@ class ChatRoom:
 
     def _announce(
         self, notice: str, crowd: int, exclude: IMember | None = None
-    ) -> None:
+    ) -> bool:
         """
         Tell everyone (but C{exclude}) of a join, departure or rename, unless
         the room (C{crowd}, counting the client concerned) is a crowd, or such
         notices are coming too fast to read.
+
+        @return: whether it was announced.  What is not announced is not
+            logged one by one either, for the same reason: a crowd arriving,
+            or a client churning, would cost a log line each, most of the
+            reactor's time and the log's disk.
         """
         if crowd > ANNOUNCE_LIMIT or not self._announcements.take():
-            return
+            return False
         if exclude is not None:
             self._turn.skipNext(exclude)
         self._queue(f"{notice}\r\n".encode())
+        return True
 
     def join(self, client: IMember, welcome: str) -> None:
         """
@@ -236,20 +251,18 @@ class ChatRoom:
         self._who = None
         self._announcing[client.name.casefold()] = client
         self.hub.join(client.name)
-        log.info(
-            "chat: {name} joined ({count} in the room)",
-            name=client.name,
-            count=len(self),
-        )
 
     def joined(self, name: str, crowd: int, here: bool) -> None:
         self._who = None
         # Its welcome said it all.
-        self._announce(
+        if self._announce(
             f"* {name} joined ({crowd} in the room)",
             crowd,
             exclude=self._announcing.pop(name.casefold(), None) if here else None,
-        )
+        ):
+            log.info(
+                "chat: {name} joined ({count} in the room)", name=name, count=crowd
+            )
 
     def leave(self, client: IMember, why: str = "left") -> bytes:
         """
@@ -267,17 +280,17 @@ class ChatRoom:
         self._turn.forget(client)
         self._who = None
         self.hub.leave(client.name, why)
-        log.info(
-            "chat: {name} {why} ({count} in the room)",
-            name=client.name,
-            why=why,
-            count=len(self),
-        )
         return last
 
     def left(self, name: str, why: str, crowd: int) -> None:
         self._who = None
-        self._announce(f"* {name} {why}", crowd)
+        if self._announce(f"* {name} {why}", crowd):
+            log.info(
+                "chat: {name} {why} ({count} in the room)",
+                name=name,
+                why=why,
+                count=crowd - 1,
+            )
 
     def rename(self, client: IMember, newName: str) -> None:
         oldName = client.name
@@ -287,16 +300,16 @@ class ChatRoom:
         self._who = None
         self._announcing[newName.casefold()] = client
         self.hub.rename(oldName, newName)
-        log.info("chat: {old} is now {new}", old=oldName, new=newName)
 
     def renamed(self, old: str, new: str, crowd: int, here: bool) -> None:
         self._who = None
         # It was told already.
-        self._announce(
+        if self._announce(
             f"* {old} is now {new}",
             crowd,
             exclude=self._announcing.pop(new.casefold(), None) if here else None,
-        )
+        ):
+            log.info("chat: {old} is now {new}", old=old, new=new)
 
     def nameRefused(self, name: str, previous: str | None) -> None:
         self._announcing.pop(name.casefold(), None)
@@ -334,8 +347,12 @@ class ChatRoom:
     def close(self) -> None:
         """
         Tell everyone the server is going away, and have each member close
-        once that line is sent.
+        once that line is sent.  Once is enough: each service its members
+        come through (TCP, WebSocket) asks, as the server stops.
         """
+        if self.closed:
+            return
+        self.closed = True
         self._queue(b"* server shutting down\r\n")
         self.flush()
         # Empty the room first: otherwise each departure would be announced to
@@ -391,12 +408,19 @@ class ChatRoom:
         turn, self._turn = self._turn, Turn()
         if not turn:
             return
-        everyone = b"".join(turn.chunks)
-        # A copy, because a recipient that is too slow leaves during the loop.
-        for client in list(self._members.values()):
-            data = turn.dataFor(client) if turn.hasOwn(client) else everyone
-            if data:
-                client.deliver(data)
+        if turn.chunks:
+            everyone = b"".join(turn.chunks)
+            # A copy, because a recipient that is too slow leaves during the loop.
+            for client in list(self._members.values()):
+                data = turn.dataFor(client) if turn.hasOwn(client) else everyone
+                if data:
+                    client.deliver(data)
+        else:
+            # Only replies and welcomes: a crowd arriving, or one client
+            # asking /who, costs nothing for the members who get nothing.
+            for client in turn.withOwn():
+                if self._members.get(client.name.casefold()) is client:
+                    client.deliver(turn.dataFor(client))
         if self.unsent > self.memory:
             self.overBudget()
 

@@ -4,12 +4,12 @@ Speak HTTP to a twisted.web site over a L{StringTransport}: no socket, no clock.
 
 from __future__ import annotations
 
-from protocol_support import PEER
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
 from netdemos.counter import GuardedChannel
+from support.transport import PEER
 
 
 class HalfCloseableTransport(StringTransport):

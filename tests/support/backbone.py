@@ -7,7 +7,7 @@ In CI (C{CI} set) a missing server program fails the test: C{.ci/run}
 installs both, and a test that quietly skips proves nothing.  Elsewhere the
 test is skipped, saying what to install.
 
-Like L{e2e_support}, nothing here imports Twisted or netdemos.
+Like L{support.process}, it uses only L{netdemos.testing}, none of Twisted.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from e2e_support import LOOPBACK, START_TIMEOUT, freePorts
+
+from netdemos.testing import LOOPBACK, START_TIMEOUT, freePorts
 
 # Where Debian puts the programs; /usr/sbin is not on every user's PATH.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -121,7 +122,7 @@ class HAProxy:
     @ivar ports: the free port that stands for each port of the file.
     """
 
-    CONFIG = Path(__file__).resolve().parent.parent / "contrib/haproxy/haproxy.cfg"
+    CONFIG = Path(__file__).resolve().parents[2] / "contrib/haproxy/haproxy.cfg"
 
     def __init__(self, workdir: Path, stack: ExitStack) -> None:
         self.program = requireProgram("haproxy", "haproxy")
@@ -162,7 +163,7 @@ class HAProxy:
                 stderr=subprocess.STDOUT,
             )
         self.stack.callback(stop, process)
-        for shipped in (8080, 1025, 1234):
+        for shipped in (8080, 1025, 1234, 8081):
             deadline = time.monotonic() + START_TIMEOUT
             while True:
                 assert process.poll() is None, logPath.read_text()

@@ -1,0 +1,339 @@
+"""
+The C{--web} site: the chat page, and the chat room and echo over WebSocket.
+
+  - C{GET /}: the page, with its script and style (C{netdemos/static/}: no
+    CDN, no build step, no framework);
+  - C{/chat}: a WebSocket into the room the TCP chat clients are in
+    (L{netdemos.chat.websocket});
+  - C{/echo}: WebSocket echo, text back as text and binary as binary.
+
+A browser opens a WebSocket to any address a page asks it to, and sends the
+cookies it has for it; so a handshake whose C{Origin} is another site's is
+refused with 403 (cross-site WebSocket hijacking), and every response carries
+a Content-Security-Policy under which the page runs only its own script and
+style and connects only to its own origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from twisted.web.http import Request as HTTPRequest
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from twisted.web.websocket import WebSocketResource
+
+from netdemos.chat.member import MemberSettings
+from netdemos.chat.websocket import ChatSocketFactory
+from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.counter import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    CountedChannel,
+    GuardedSite,
+    ServiceUnavailable,
+)
+from netdemos.websocket import (
+    DEFAULT_MAX_MESSAGE,
+    DEFAULT_PING_INTERVAL,
+    NORMAL_CLOSURE,
+    WebSocketConnection,
+)
+
+log = Logger()
+
+# The page may run only its own script and style, show only its own icon, and
+# connect only to its own origin ('self' covers ws: and wss: there, per CSP
+# Level 3); it may not be framed, nor have its base URL or form target moved.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
+    " connect-src 'self'; base-uri 'none'; form-action 'none';"
+    " frame-ancestors 'none'"
+)
+
+SECURITY_HEADERS = {
+    b"content-security-policy": CONTENT_SECURITY_POLICY.encode("ascii"),
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+    # The files are small: have browsers ask each time, so a new version of
+    # netdemos never meets an old script.
+    b"cache-control": b"no-cache",
+}
+
+# What the page is made of, served from the package.
+_STATIC = {
+    b"": ("index.html", "text/html; charset=utf-8"),
+    b"chat.js": ("chat.js", "text/javascript; charset=utf-8"),
+    b"chat.css": ("chat.css", "text/css; charset=utf-8"),
+    b"icon.svg": ("icon.svg", "image/svg+xml"),
+}
+
+
+def normalizeOrigin(origin: str) -> str:
+    """
+    An origin as browsers send it in C{Origin}: C{scheme://host[:port]},
+    lower case.
+
+    @raise ValueError: if C{origin} is not an http(s) origin (a path, say).
+    """
+    parts = urlsplit(origin.strip().lower())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{origin} is not an origin such as https://example.com")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{origin} is an address, not an origin: drop the path")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def isSameOrigin(origin: str, host: str | None) -> bool:
+    """
+    Whether C{origin} is the origin of a page served with this C{Host}.
+
+    Only the host and port are compared: behind a proxy that ends TLS, the
+    page's scheme is https while this server sees http.
+    """
+    return host is not None and urlsplit(origin.lower()).netloc == host.lower()
+
+
+class WebSocketEntry(WebSocketResource):
+    """
+    A WebSocket endpoint that a browser may open only from the page's own
+    origin or from one given with C{--web-origin}.
+
+    A handshake without C{Origin} is let in: browsers always send it, and a
+    client that does not (a script, C{websocat}) is no browser to hijack.
+    """
+
+    def __init__(
+        self, factory: ChatSocketFactory | EchoSocketFactory, origins: frozenset[str]
+    ) -> None:
+        super().__init__(factory)
+        self._origins = origins
+
+    def render_GET(self, request: Request) -> bytes | int:
+        upgrade = request.getHeader(b"upgrade") or b""
+        if upgrade.lower() != b"websocket":
+            # Twisted would log an error for each of these; it is only a
+            # browser or crawler that followed a link.
+            request.setResponseCode(426, b"Upgrade Required")
+            request.setHeader(b"upgrade", b"websocket")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"426 Upgrade Required: this address speaks WebSocket\n"
+        origin = request.getHeader(b"origin")
+        if origin is not None and not self.allows(
+            origin.decode("latin-1"), request.getHeader(b"host")
+        ):
+            log.info(
+                "web: refused a WebSocket from origin {origin}",
+                origin=origin.decode("latin-1"),
+            )
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"403 Forbidden: WebSocket from another origin\n"
+        return super().render_GET(request)
+
+    def allows(self, origin: str, host: bytes | None) -> bool:
+        return origin.lower() in self._origins or isSameOrigin(
+            origin, None if host is None else host.decode("latin-1")
+        )
+
+
+class EchoSocket(WebSocketConnection, TimeoutMixin):
+    """
+    WebSocket echo: each message goes back as it came, text as text and
+    binary as binary.
+
+    Backpressure as for TCP echo: the transport is its own producer, so when
+    the client does not read what comes back, it is not read from either.
+    """
+
+    def __init__(self, factory: EchoSocketFactory, request: Request) -> None:
+        super().__init__(
+            request,
+            factory.clock,
+            factory.connections,
+            factory.maxMessage,
+            factory.pingInterval,
+        )
+        self._factory = factory
+
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        # For TimeoutMixin, from the reactor we were given.
+        return self._factory.clock.callLater(period, func)
+
+    def negotiationFinished(self) -> None:
+        super().negotiationFinished()
+        self.transport.registerProducer(self.transport, True)
+        self.setTimeout(self._factory.idleTimeout)
+
+    def textMessageReceived(self, message: str) -> None:
+        self._echo(self.websocket.sendTextMessage, message)
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        self._echo(self.websocket.sendBytesMessage, bytes(data))
+
+    def _echo(self, send: Callable[[Any], None], message: str | bytes) -> None:
+        if self._closeSent:
+            return
+        self.heard()
+        self.resetTimeout()
+        send(message)
+
+    def timeoutConnection(self) -> None:
+        log.info("web: closing echo for {peer}, idle", peer=self.transport.getPeer())
+        self.closeWith(NORMAL_CLOSURE)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.setTimeout(None)
+        super().connectionLost(reason)
+
+
+class EchoSocketFactory:
+    """
+    Build an L{EchoSocket} for each WebSocket handshake on C{/echo}.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        connections: Connections,
+        maxMessage: int,
+        pingInterval: float,
+        idleTimeout: float | None,
+    ) -> None:
+        self.clock = clock
+        self.connections = connections
+        self.maxMessage = maxMessage
+        self.pingInterval = pingInterval
+        self.idleTimeout = idleTimeout
+
+    def buildProtocol(self, request: Request) -> EchoSocket:
+        return EchoSocket(self, request)
+
+
+class StaticFile(Resource):
+    """
+    One file of the page, held in memory.
+    """
+
+    isLeaf = True
+
+    def __init__(self, data: bytes, contentType: str) -> None:
+        super().__init__()
+        self._data = data
+        self._contentType = contentType.encode("ascii")
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", self._contentType)
+        return self._data
+
+
+def renderPage(maxLine: int) -> Resource:
+    """
+    The page and its files, under one resource; the page is told the longest
+    line the room takes, so that it can refuse a longer one before sending.
+    """
+    static = files("netdemos") / "static"
+    root = Resource()
+    for path, (name, contentType) in _STATIC.items():
+        data = (static / name).read_bytes()
+        if name == "index.html":
+            data = data.replace(b"{{maxLine}}", b"%d" % (maxLine,))
+        root.putChild(path, StaticFile(data, contentType))
+    return root
+
+
+class WebSite(GuardedSite):
+    """
+    The web factory: a L{GuardedSite} serving the page, C{/chat} and C{/echo},
+    and counting its connections, HTTP and WebSocket alike.  Its HTTP side is
+    guarded as the counter's is: a WebSocket handshake is a C{GET} without a
+    body.
+
+    @ivar connections: the live connections, whether still HTTP or upgraded.
+    """
+
+    protocol = CountedChannel
+
+    def __init__(
+        self,
+        chat: MemberSettings,
+        clock: IReactorTime,
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        maxMessage: int = DEFAULT_MAX_MESSAGE,
+        pingInterval: float = DEFAULT_PING_INTERVAL,
+        origins: frozenset[str] = frozenset(),
+        idleTimeout: float | None = None,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+    ) -> None:
+        """
+        @param chat: the room, and the settings of its members.
+        @param maxMessage: the longest message C{/echo} takes, in bytes.
+        @param pingInterval: seconds of quiet before a WebSocket is pinged.
+        @param origins: origins other than its own whose pages may open a
+            WebSocket, as L{normalizeOrigin} writes them.
+        @param idleTimeout: seconds of silence before a WebSocket is closed,
+            or L{None} to let idle ones stay.
+        @param headerTimeout: seconds a request has, from its first byte, to
+            send all its headers.
+        """
+        self.room = chat.room
+        self.connections = Connections(maxConnections)
+        root = renderPage(chat.maxLine)
+        root.putChild(
+            b"chat",
+            WebSocketEntry(
+                ChatSocketFactory(chat, self.connections, pingInterval), origins
+            ),
+        )
+        root.putChild(
+            b"echo",
+            WebSocketEntry(
+                EchoSocketFactory(
+                    clock, self.connections, maxMessage, pingInterval, idleTimeout
+                ),
+                origins,
+            ),
+        )
+        super().__init__(
+            root,
+            headerTimeout=headerTimeout,
+            timeout=DEFAULT_IDLE_TIMEOUT,
+            reactor=clock,
+        )
+
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> Protocol | None:
+        if self.connections.rejectIfFull():
+            return ServiceUnavailable()
+        channel: Protocol | None = super().buildProtocol(addr)
+        return channel
+
+    def getResourceFor(self, request: IRequest) -> Resource:
+        for name, value in SECURITY_HEADERS.items():
+            request.setHeader(name, value)
+        resource: Resource = super().getResourceFor(request)
+        return resource
+
+    def log(self, request: HTTPRequest) -> None:
+        # A page load is a handful of requests; the access log is the HTTP
+        # counter's (--access-log).
+        pass
+
+    def close(self) -> Deferred[None]:
+        """
+        Tell the room's members the server is going away, and close every
+        connection, WebSocket or HTTP; fire once all are gone.
+        """
+        self.room.close()
+        return self.connections.closeAll()

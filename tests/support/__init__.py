@@ -1,0 +1,24 @@
+"""
+Helpers for netdemos's tests, one module a concern.
+
+The unit tests' fakes: L{support.chat} (clients on string transports in one
+room), L{support.http} (HTTP over a string transport), L{support.web} (a
+WebSocket client of the web site over a string transport) and
+L{support.descriptors} (an open-file limit held in memory).
+
+The end-to-end tests' harness, which sees the server only as its clients do:
+L{support.process} starts the installed C{twistd netdemos} on free loopback
+ports and stops it (on L{netdemos.testing}, which the benchmarks share);
+L{support.clients} speaks to it (chat users, lines, HTTP, echo, TLS);
+L{support.certificates} makes a TLS certificate; L{support.prometheus} scrapes
+C{/metrics}; L{support.systemd} reads the shipped units and receives
+C{sd_notify} messages.  The fixtures that put them together for one test are
+in C{tests/conftest.py}.
+"""
+
+# How long a test waits for something a running server should send: a line
+# to a client, a line in its log, an HTTP answer.
+LINE_TIMEOUT = 10.0
+
+# How long a test waits for twistd to exit once it should.
+EXIT_TIMEOUT = 30.0
