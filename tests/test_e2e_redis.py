@@ -243,6 +243,20 @@ def test_namesAndWhoSpanInstancesAndADeadOnesMembersLeave(
     alice.inbox.waitForLine("* you are now bob")
 
 
+def test_aStoppingInstancesMembersLeaveAtOnce(
+    launcher: OperatorLauncher, redis: RedisServer, stack: ExitStack
+) -> None:
+    """
+    SIGTERM: the instance tells the others its members are leaving, before
+    it closes its link to Redis, so nobody waits for its presence to expire.
+    """
+    a, b = (instance(launcher, redis, name, ["chat"]) for name in ("a", "b"))
+    alice, bob = chatUser(stack, a.chatPort), chatUser(stack, b.chatPort)
+    alice.inbox.waitForLine(f"* {bob.name} joined (2 in the room)")
+    b.process.send_signal(signal.SIGTERM)
+    alice.inbox.waitForLine(f"* {bob.name} left (server shutting down)", timeout=5)
+
+
 def test_redisLostAndBackEmpty(
     launcher: OperatorLauncher, redis: RedisServer, stack: ExitStack
 ) -> None:
