@@ -65,6 +65,8 @@ class NetdemosService(MultiService):
         line.
     @ivar listeners: one L{StreamServerEndpointService} per service endpoint.
     @ivar admin: the metrics and health listeners, stopped last.
+    @ivar onStopped: what to call once the clients are gone, in order, to save
+        state or close links; each may return a L{Deferred}.
     @ivar dependencies: what the server needs besides its listeners to serve,
         such as a Redis counter: each has a C{ready} attribute.
     """
@@ -162,8 +164,10 @@ class NetdemosService(MultiService):
         except Exception:
             log.failure("netdemos: error while draining")
         for callback in self.onStopped:
+            # One may take a moment (closing the link to Redis, once the
+            # room has told the other instances its members are leaving).
             try:
-                callback()
+                yield maybeDeferred(callback)
             except Exception:
                 log.failure("netdemos: error while saving state")
         yield self.admin.stopService()

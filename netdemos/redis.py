@@ -256,8 +256,10 @@ class RedisLink(Service):
         self.up = up
         if up:
             log.info("redis: connected to {address}", address=str(self.address))
-        else:
+        elif self.running:
             log.warn("redis: lost {address}; reconnecting", address=str(self.address))
+        else:
+            log.info("redis: disconnected from {address}", address=str(self.address))
         for onUp, onDown in list(self._watchers):
             (onUp if up else onDown)()
 

@@ -194,6 +194,20 @@ def test_namesAndWhoSpanInstancesAndADeadOnesMembersLeave(
     alice.inbox.waitForLine("* you are now bob")
 
 
+def test_aStoppingInstancesMembersLeaveAtOnce(
+    launcher: Launcher, redis: RedisServer, clients: Clients
+) -> None:
+    """
+    SIGTERM: the instance tells the others its members are leaving, before
+    it closes its link to Redis, so nobody waits for its presence to expire.
+    """
+    a, b = (instance(launcher, redis, name, ["chat"]) for name in ("a", "b"))
+    alice, bob = clients.chatUser(a.chatPort), clients.chatUser(b.chatPort)
+    alice.inbox.waitForLine(f"* {bob.name} joined (2 in the room)")
+    b.process.send_signal(signal.SIGTERM)
+    alice.inbox.waitForLine(f"* {bob.name} left (server shutting down)", timeout=5)
+
+
 def test_redisLostAndBackEmpty(
     launcher: Launcher, redis: RedisServer, clients: Clients
 ) -> None:

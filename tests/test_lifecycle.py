@@ -152,6 +152,25 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(log, ["echo stopped", "saved", "metrics stopped"])
         self.successResultOf(stopped)
 
+    def test_stopWaitsForWhatOnStoppedReturns(self) -> None:
+        """
+        An C{onStopped} callback may take a moment (closing the link to
+        Redis after the room said goodbye): the admin listener, and the
+        stop, wait for it.
+        """
+        server, _, _ = makeServer()
+        log: list[str] = []
+        RecordingListener(log, "metrics").setServiceParent(server.admin)
+        closing: Deferred[None] = Deferred()
+        server.onStopped.append(lambda: closing)
+        server.startService()
+        stopped = server.stopService()
+        self.assertNotIn("metrics stopped", log)
+        self.assertNoResult(stopped)
+        closing.callback(None)
+        self.assertIn("metrics stopped", log)
+        self.successResultOf(stopped)
+
     def test_stopAbortsWhatHangsAfterTheTimeout(self) -> None:
         """
         Clients that never go away cannot hold up the stop past the timeout:
