@@ -385,14 +385,29 @@ def chatFanOut(
         for fd, _ in window.events(poller, 0.5):
             data = recvOrFail(byFd[fd])
             window.count += data.count(lineEnd)
-            token = tokens.get(fd)
-            if token is not None:
-                data = tails[fd] + data
-                back = data.count(token)
-                tails[fd] = data[-(len(token) - 1) :]
-                if back:
-                    byFd[fd].send(lines[fd] * back)
+            resend(byFd[fd], data, tokens.get(fd), tails, lines)
     return window.result()
+
+
+def resend(
+    s: socket.socket,
+    data: bytes,
+    token: bytes | None,
+    tails: dict[int, bytes],
+    lines: dict[int, bytes],
+) -> None:
+    """
+    A sender keeps its lines in flight: for each of its own lines that came
+    back (C{token} in C{data}, which may be split between reads), send one more.
+    """
+    if token is None:
+        return
+    fd = s.fileno()
+    data = tails[fd] + data
+    back = data.count(token)
+    tails[fd] = data[-(len(token) - 1) :]
+    if back:
+        s.send(lines[fd] * back)
 
 
 def chatIdle(server: Server, clients: int, settleTimeout: float) -> dict[str, float]:

@@ -125,13 +125,7 @@ def fanOut(chatPorts: list[int], seconds: float, clients: int = 200) -> float:
                 data = loads.recvOrFail(byFd[fd])
                 if now >= opens:
                     count += data.count(b"\n")
-                token = tokens.get(fd)
-                if token is not None:
-                    data = tails[fd] + data
-                    back = data.count(token)
-                    tails[fd] = data[-(len(token) - 1) :]
-                    if back:
-                        byFd[fd].send(lines[fd] * back)
+                loads.resend(byFd[fd], data, tokens.get(fd), tails, lines)
         return count / seconds
     finally:
         poller.close()
