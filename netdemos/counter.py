@@ -15,15 +15,17 @@ and no disk.
 from __future__ import annotations
 
 from collections import Counter
-from io import BytesIO
 from typing import Any
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, ITLSTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import NOT_ALLOWED, HTTPChannel, Request
+from twisted.web import server
+from twisted.web.http import NOT_ALLOWED, HTTPChannel, Request, datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -127,6 +129,31 @@ def plainResponse(
     return head if headOnly else head + body
 
 
+class NoBody:
+    """
+    The body of every request a L{GuardedChannel} lets through: empty.
+
+    One instance serves every request, where twisted.web would make a buffer
+    for each: nothing is ever written to it, and closing it, as twisted.web
+    does once a request is answered, leaves it as it was.
+    """
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def tell(self) -> int:
+        return 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+NO_BODY = NoBody()
+
+
 class GuardedChannel(HTTPChannel):
     """
     An HTTP/1.1 connection for a site that never needs a request body: a
@@ -163,6 +190,8 @@ class GuardedChannel(HTTPChannel):
     site: GuardedSite
 
     _receivingHeaders = False
+    # HTTPChannel is about to turn the idle timeout off for a request.
+    _pausingIdleTimeout = False
     _deadline: IDelayedCall | None = None
     # Bytes still to discard after a refusal; None while no refusal was made.
     _lingerAllowance: int | None = None
@@ -235,7 +264,33 @@ class GuardedChannel(HTTPChannel):
     def allContentReceived(self) -> None:
         # A request refused at its headers is answered already.
         if self._lingerAllowance is None:
-            super().allContentReceived()
+            self._pausingIdleTimeout = True
+            try:
+                super().allContentReceived()
+            finally:
+                self._pausingIdleTimeout = False
+
+    def setTimeout(self, period: float | None) -> float | None:
+        """
+        Change the idle timeout, as L{TimeoutMixin.setTimeout} does, except
+        when L{HTTPChannel} turns it off to answer a request.
+
+        HTTPChannel turns the idle timeout off while a request is answered,
+        and on again after: a cancelled timer and a new one for every
+        request, which the reactor must insert into its heap, and later sift
+        out.  Instead the timer runs on, and should it fall due while a
+        request is being answered, L{timeoutConnection} lets it pass; turning
+        the timeout on again then starts a new one.
+        """
+        if period is None and self._pausingIdleTimeout:
+            self._pausingIdleTimeout = False
+            return self.timeOut
+        previous: float | None = super().setTimeout(period)
+        return previous
+
+    def timeoutConnection(self) -> None:
+        if not self._handlingRequest:
+            super().timeoutConnection()
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._lingerAllowance is None:
@@ -318,6 +373,25 @@ class GuardedChannel(HTTPChannel):
         transport: Any = self.transport
         transport.abortConnection()
 
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Headers
+    ) -> None:
+        """
+        Write a response's status line and headers, as one string.
+
+        L{HTTPChannel.writeHeaders} hands the transport a sequence of some
+        thirty pieces, which the transport checks and counts one by one, in
+        Python; joining them first is one call to C{join}.  The site's
+        L{GuardedSite.serverHeaders} come first, then the request's own.
+        """
+        lines = [version, b" ", code, b" ", reason, b"\r\n", self.site.serverHeaders()]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        assert self.transport is not None
+        self.transport.write(b"".join(lines))
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
@@ -393,13 +467,61 @@ class GuardedSite(Site):
         self.headerTimeout = headerTimeout
         self.refused: Counter[str] = Counter()
 
-    def getContentFile(self, length: int | None) -> BytesIO:
+    def serverHeaders(self) -> bytes:
         """
-        Where twisted.web keeps a request's body: in memory, never in the
-        temporary file it uses for a long one, because a L{GuardedChannel}
-        refuses every request that has a body before it reads any.
+        Header lines that begin every response, before the request's own:
+        none here, as twisted.web's requests set C{Server} and C{Date}
+        themselves.
         """
-        return BytesIO()
+        return b""
+
+    def getContentFile(self, length: int | None) -> NoBody:
+        """
+        Where twisted.web keeps a request's body: nowhere, because a
+        L{GuardedChannel} refuses every request that has a body before it
+        reads any (and so before twisted.web asks for a file, which for a long
+        body would be a temporary file on disk).
+        """
+        return NO_BODY
+
+
+class CounterRequest(server.Request):
+    """
+    A request to a L{CounterSite}: twisted.web's, with C{process} cut down to
+    what a site of one leaf needs.
+    """
+
+    def process(self) -> None:
+        """
+        Render the site's one resource.
+
+        This is L{server.Request.process} less what the counter does not need:
+        no walk down a tree of resources (one leaf answers every path), no
+        encoders (the counter offers none), and no C{Server} and C{Date}
+        headers: the channel writes the site's, encoded once a second, not
+        once a request (see L{CounterSite.serverHeaders}).
+        """
+        site: CounterSite = self.channel.site  # type: ignore[attr-defined]
+        self.site = site
+        self.sitepath: list[bytes] = []
+        self.prepath = []
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._answerAsterisk()
+            return
+        try:
+            self.render(site.counterResource)
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def _answerAsterisk(self) -> None:
+        # "OPTIONS *" asks about the server, not a resource (RFC 9110, section
+        # 9.3.7): answered as twisted.web answers it, and any other method 405.
+        if self.method != b"OPTIONS":
+            self.setResponseCode(NOT_ALLOWED)
+            self.setHeader(b"Allow", b"OPTIONS")
+        self.setHeader(b"Content-Length", b"0")
+        self.finish()
 
 
 class CounterSite(GuardedSite):
@@ -415,6 +537,7 @@ class CounterSite(GuardedSite):
     """
 
     protocol = CountedChannel
+    requestFactory = CounterRequest
 
     def __init__(
         self,
@@ -437,6 +560,8 @@ class CounterSite(GuardedSite):
         self.counterResource = CounterResource(self.requestCounter)
         self.connections = Connections(maxConnections)
         self._accessLogEnabled = accessLog is not None
+        self._serverHeadersSecond: int | None = None
+        self._serverHeaders = b""
         logPath = None if accessLog in (None, "-") else accessLog
         super().__init__(
             self.counterResource,
@@ -455,11 +580,20 @@ class CounterSite(GuardedSite):
         channel: Protocol | None = super().buildProtocol(addr)
         return channel
 
-    def getResourceFor(self, request: IRequest) -> CounterResource:
-        # One leaf answers every path: there is no resource tree to walk.
-        request.site = self  # type: ignore[attr-defined]
-        request.sitepath = []  # type: ignore[attr-defined]
-        return self.counterResource
+    def serverHeaders(self) -> bytes:
+        """
+        The C{Server} and C{Date} header lines, which twisted.web's
+        L{server.Request.process} would set on each request: encoded once per
+        second of the site's reactor, rather than once per request.
+        """
+        now = int(self.reactor.seconds())
+        if now != self._serverHeadersSecond:
+            self._serverHeadersSecond = now
+            self._serverHeaders = b"Server: %s\r\nDate: %s\r\n" % (
+                server.version,
+                datetimeToString(now),
+            )
+        return self._serverHeaders
 
     def log(self, request: Request) -> None:
         if self._accessLogEnabled:
