@@ -387,10 +387,14 @@ class GuardedChannel(HTTPChannel):
 
         L{HTTPChannel.writeHeaders} hands the transport a sequence of some
         thirty pieces, which the transport checks and counts one by one, in
-        Python; joining them first is one call to C{join}.  The site's
-        L{GuardedSite.serverHeaders} come first, then the request's own.
+        Python; joining them first is one call to C{join}.
+
+        A response without a C{Date} header, which twisted.web's requests
+        always set, gets the site's L{GuardedSite.serverHeaders} first.
         """
-        lines = [version, b" ", code, b" ", reason, b"\r\n", self.site.serverHeaders()]
+        lines = [version, b" ", code, b" ", reason, b"\r\n"]
+        if not headers.hasHeader(b"Date"):
+            lines.append(self.site.serverHeaders())
         for name, values in headers.getAllRawHeaders():
             for value in values:
                 lines += (name, b": ", value, b"\r\n")
@@ -475,9 +479,8 @@ class GuardedSite(Site):
 
     def serverHeaders(self) -> bytes:
         """
-        Header lines that begin every response, before the request's own:
-        none here, as twisted.web's requests set C{Server} and C{Date}
-        themselves.
+        The C{Server} and C{Date} header lines for a response whose request
+        did not set them: none here, as twisted.web's requests always do.
         """
         return b""
 
@@ -504,14 +507,20 @@ class CounterRequest(server.Request):
         This is L{server.Request.process} less what the counter does not need:
         no walk down a tree of resources (one leaf answers every path), no
         encoders (the counter offers none), and no C{Server} and C{Date}
-        headers: the channel writes the site's, encoded once a second, not
-        once a request (see L{CounterSite.serverHeaders}).
+        headers to encode for each request: the channel writes the site's,
+        encoded once a second (L{CounterSite.serverHeaders}), first, where
+        twisted.web puts them.
         """
         site: CounterSite = self.channel.site  # type: ignore[attr-defined]
         self.site = site
         self.sitepath: list[bytes] = []
         self.prepath = []
         self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        if not self.channel.persistent:
+            # HTTPChannel has already set this answer's Connection: close,
+            # and twisted.web sets Server and Date after it.
+            self.setHeader(b"Server", server.version)
+            self.setHeader(b"Date", site.date())
         if self.path == b"*":
             self._answerAsterisk()
             return
@@ -570,8 +579,8 @@ class CounterSite(GuardedSite):
         self.counterResource = CounterResource(self.requestCounter)
         self.connections = Connections(maxConnections)
         self._accessLogEnabled = accessLog is not None
-        self._serverHeadersSecond: int | None = None
-        self._serverHeaders = b""
+        self._second: int | None = None
+        self._date = self._serverHeaders = b""
         logPath = None if accessLog in (None, "-") else accessLog
         super().__init__(
             self.counterResource,
@@ -592,18 +601,27 @@ class CounterSite(GuardedSite):
 
     def serverHeaders(self) -> bytes:
         """
-        The C{Server} and C{Date} header lines, which twisted.web's
-        L{server.Request.process} would set on each request: encoded once per
-        second of the site's reactor, rather than once per request.
+        The C{Server} and C{Date} header lines of a response sent now, which
+        twisted.web's L{server.Request.process} would set on each request:
+        encoded once per second of the site's reactor, rather than once per
+        request.
         """
         now = int(self.reactor.seconds())
-        if now != self._serverHeadersSecond:
-            self._serverHeadersSecond = now
+        if now != self._second:
+            self._second = now
+            self._date = datetimeToString(now)
             self._serverHeaders = b"Server: %s\r\nDate: %s\r\n" % (
                 server.version,
-                datetimeToString(now),
+                self._date,
             )
         return self._serverHeaders
+
+    def date(self) -> bytes:
+        """
+        The C{Date} header of a response sent now, formatted once a second.
+        """
+        self.serverHeaders()
+        return self._date
 
     def log(self, request: Request) -> None:
         if self._accessLogEnabled:
