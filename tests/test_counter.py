@@ -19,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -459,8 +460,9 @@ class HTTPLimitTests(SynchronousTestCase):
 
 class Recorder(Resource):
     """
-    A leaf that keeps each request it renders, and the body it had, and
-    answers at once or, if C{answer} is false, later.
+    A leaf that keeps each request it renders, with its body and the
+    response headers set before it, and answers at once or, if C{answer} is
+    false, later.
     """
 
     isLeaf = True
@@ -470,10 +472,12 @@ class Recorder(Resource):
         self.answer = answer
         self.requests: list[Any] = []
         self.contents: list[Any] = []
+        self.headers: list[Headers] = []
 
     def render_GET(self, request: IRequest) -> bytes | int:
         self.requests.append(request)
         self.contents.append(request.content)
+        self.headers.append(request.responseHeaders.copy())
         return b"ok\n" if self.answer else NOT_DONE_YET
 
 
@@ -578,6 +582,22 @@ class ShortcutTests(SynchronousTestCase):
         self.assertEqual([first, second], [datetimeToString(1_000_000_000)] * 2)
         self.assertEqual(third, datetimeToString(1_000_000_001))
         self.assertEqual(formatted, [1_000_000_000, 1_000_000_001])
+
+    def test_serverAndDateAreLeftToTheSite(self) -> None:
+        """
+        A request on a kept-alive connection does not set C{Server} and
+        C{Date} (encoding them cost 5% of the counter's time): the channel
+        writes the site's lines, encoded once a second, first in the head.
+        """
+        site = makeSite()
+        recorder = Recorder()
+        site.counterResource = recorder  # type: ignore[assignment]
+        response = exchange(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        [headers] = recorder.headers
+        self.assertEqual(list(headers.getAllRawHeaders()), [])
+        self.assertTrue(
+            response.startswith(b"HTTP/1.1 200 OK\r\n" + site.serverHeaders())
+        )
 
     def test_responseHeadIsWrittenInOnePiece(self) -> None:
         """
