@@ -631,10 +631,6 @@ class CounterRequest(ServedRequest):
         except BaseException:
             self.processingFailed(Failure())
 
-    def parseCookies(self) -> None:
-        # The counter reads no cookies: do not look for them in every request.
-        pass
-
     def _answerAsterisk(self) -> None:
         # "OPTIONS *" asks about the server, not a resource (RFC 9110, section
         # 9.3.7): answered as twisted.web answers it, and any other method 405.

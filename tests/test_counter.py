@@ -781,16 +781,6 @@ class ShortcutTests(SynchronousTestCase):
         self.assertIs(first, second)
         self.assertEqual(first.read(), b"")
 
-    def test_cookiesAreNotParsed(self) -> None:
-        """
-        The counter reads no cookies, so its requests do not parse them.
-        """
-        site = makeSite()
-        recorder = Recorder()
-        site.counterResource = recorder  # type: ignore[assignment]
-        exchange(site, b"GET / HTTP/1.1\r\nHost: x\r\nCookie: a=b\r\n\r\n")
-        self.assertEqual(recorder.requests[0].received_cookies, {})
-
     def test_idleTimerRunsOnFromRequestToRequest(self) -> None:
         """
         The idle timer is one timer for the connection's life, not cancelled
