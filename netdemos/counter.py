@@ -15,8 +15,8 @@ and no disk.
 from __future__ import annotations
 
 from collections import Counter
-from io import BytesIO
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -28,7 +28,15 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import NOT_ALLOWED, SERVICE_UNAVAILABLE, HTTPChannel, Request
+from twisted.web import server
+from twisted.web.http import (
+    NOT_ALLOWED,
+    SERVICE_UNAVAILABLE,
+    HTTPChannel,
+    Request,
+    datetimeToString,
+)
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -174,6 +182,31 @@ def plainResponse(
     return head if headOnly else head + body
 
 
+class NoBody:
+    """
+    The body of every request a L{GuardedChannel} lets through: empty.
+
+    One instance serves every request, where twisted.web would make a buffer
+    for each: nothing is ever written to it, and closing it, as twisted.web
+    does once a request is answered, leaves it as it was.
+    """
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def tell(self) -> int:
+        return 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+NO_BODY = NoBody()
+
+
 class GuardedChannel(HTTPChannel):
     """
     An HTTP/1.1 connection for a site that never needs a request body: a
@@ -201,7 +234,8 @@ class GuardedChannel(HTTPChannel):
 
     One timer per connection serves both deadlines (the headers', then the
     drain's), and a new request moves it only later, which costs the reactor
-    nothing until it falls due.
+    nothing until it falls due.  A request whose headers all come in the
+    bytes that begin it, as nearly all do, does not touch it.
 
     @ivar site: the L{GuardedSite}, which holds the header timeout and counts
         the refusals.
@@ -210,24 +244,31 @@ class GuardedChannel(HTTPChannel):
     site: GuardedSite
 
     _receivingHeaders = False
+    # HTTPChannel is about to turn the idle timeout off for a request.
+    _pausingIdleTimeout = False
     _deadline: IDelayedCall | None = None
     # Bytes still to discard after a refusal; None while no refusal was made.
     _lingerAllowance: int | None = None
 
     def dataReceived(self, data: bytes) -> None:
-        if not (
+        beginsRequest = not (
             self._receivingHeaders
             or self._handlingRequest
             or self._lingerAllowance is not None
-        ):
-            self._startHeaderClock()
+        )
+        if beginsRequest:
+            self._receivingHeaders = True
         super().dataReceived(data)
+        if beginsRequest and self._receivingHeaders:
+            # These bytes began a request whose headers are not all in yet:
+            # its deadline counts from now.  A request that comes whole, as
+            # nearly all do, needs no deadline and costs no timer.
+            self._startHeaderClock()
 
     def _startHeaderClock(self) -> None:
-        # The first byte of a request.  The new deadline is later than the
-        # previous request's, so reset() only notes it (moving a call sooner
-        # would search the reactor's whole heap).
-        self._receivingHeaders = True
+        # The new deadline is later than the previous request's, so reset()
+        # only notes it (moving a call sooner would search the reactor's
+        # whole heap).
         if self._deadline is not None and self._deadline.active():
             self._deadline.reset(self.site.headerTimeout)
         else:
@@ -282,7 +323,33 @@ class GuardedChannel(HTTPChannel):
     def allContentReceived(self) -> None:
         # A request refused at its headers is answered already.
         if self._lingerAllowance is None:
-            super().allContentReceived()
+            self._pausingIdleTimeout = True
+            try:
+                super().allContentReceived()
+            finally:
+                self._pausingIdleTimeout = False
+
+    def setTimeout(self, period: float | None) -> float | None:
+        """
+        Change the idle timeout, as L{TimeoutMixin.setTimeout} does, except
+        when L{HTTPChannel} turns it off to answer a request.
+
+        HTTPChannel turns the idle timeout off while a request is answered,
+        and on again after: a cancelled timer and a new one for every
+        request, which the reactor must insert into its heap, and later sift
+        out.  Instead the timer runs on, and should it fall due while a
+        request is being answered, L{timeoutConnection} lets it pass; turning
+        the timeout on again then starts a new one.
+        """
+        if period is None and self._pausingIdleTimeout:
+            self._pausingIdleTimeout = False
+            return self.timeOut
+        previous: float | None = super().setTimeout(period)
+        return previous
+
+    def timeoutConnection(self) -> None:
+        if not self._handlingRequest:
+            super().timeoutConnection()
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._lingerAllowance is None:
@@ -367,6 +434,29 @@ class GuardedChannel(HTTPChannel):
         transport: Any = self.transport
         transport.abortConnection()
 
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Headers
+    ) -> None:
+        """
+        Write a response's status line and headers, as one string.
+
+        L{HTTPChannel.writeHeaders} hands the transport a sequence of some
+        thirty pieces, which the transport checks and counts one by one, in
+        Python; joining them first is one call to C{join}.
+
+        A response without a C{Date} header, which twisted.web's requests
+        always set, gets the site's L{GuardedSite.serverHeaders} first.
+        """
+        lines = [version, b" ", code, b" ", reason, b"\r\n"]
+        if not headers.hasHeader(b"Date"):
+            lines.append(self.site.serverHeaders())
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        assert self.transport is not None
+        self.transport.write(b"".join(lines))
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
@@ -378,6 +468,10 @@ class GuardedChannel(HTTPChannel):
         # headers' deadline, met already, must not outlive it.
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
+        # Nor must the idle timer, which HTTPChannel turned off for the
+        # request but this channel keeps running (see setTimeout).
+        self._pausingIdleTimeout = False
+        self.setTimeout(None)
         super()._protocolUpgradeForWebsockets(protocol)
 
 
@@ -461,6 +555,9 @@ class GuardedSite(Site):
     # Plain HTTP/1.1 channels: this gives up twisted.web's HTTP/2 negotiation,
     # which only applies to TLS with the h2 package anyway.
     protocol = GuardedChannel  # type: ignore[assignment]
+    # A class attribute, not a default argument, so that a subclass's own
+    # request class (CounterSite's) wins.
+    requestFactory = ServedRequest
 
     def __init__(
         self,
@@ -472,20 +569,76 @@ class GuardedSite(Site):
         """
         @param instance: the name of this instance, for C{X-Served-By}.
         """
-        kwargs.setdefault("requestFactory", ServedRequest)
         super().__init__(resource, **kwargs)
         self.headerTimeout = headerTimeout
         self.refused: Counter[str] = Counter()
         self.servedBy = [instance.encode("ascii")]
         self.servedByHeader = b"X-Served-By: %s\r\n" % (self.servedBy[0],)
 
-    def getContentFile(self, length: int | None) -> BytesIO:
+    def serverHeaders(self) -> bytes:
         """
-        Where twisted.web keeps a request's body: in memory, never in the
-        temporary file it uses for a long one, because a L{GuardedChannel}
-        refuses every request that has a body before it reads any.
+        The C{X-Served-By}, C{Server} and C{Date} header lines for a response
+        whose request did not set them: none here, as L{ServedRequest}s always
+        do.
         """
-        return BytesIO()
+        return b""
+
+    def getContentFile(self, length: int | None) -> NoBody:
+        """
+        Where twisted.web keeps a request's body: nowhere, because a
+        L{GuardedChannel} refuses every request that has a body before it
+        reads any (and so before twisted.web asks for a file, which for a long
+        body would be a temporary file on disk).
+        """
+        return NO_BODY
+
+
+class CounterRequest(ServedRequest):
+    """
+    A request to a L{CounterSite}: a L{ServedRequest}, with C{process} cut
+    down to what a site of one leaf needs.
+    """
+
+    channel: CountedChannel
+
+    def process(self) -> None:
+        """
+        Render the site's one resource.
+
+        This is L{ServedRequest.process} less what the counter does not need:
+        no walk down a tree of resources (one leaf answers every path), no
+        encoders (the counter offers none), and no C{X-Served-By}, C{Server}
+        and C{Date} headers to encode for each request: the channel writes the
+        site's, encoded once a second (L{CounterSite.serverHeaders}), first,
+        where L{ServedRequest} and twisted.web put them.
+        """
+        site = self.channel.site
+        self.site = site
+        self.sitepath: list[bytes] = []
+        self.prepath = []
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        if not self.channel.persistent:
+            # HTTPChannel has already set this answer's Connection: close,
+            # and ServedRequest and twisted.web set theirs after it.
+            self.responseHeaders.setRawHeaders(b"x-served-by", site.servedBy)
+            self.setHeader(b"Server", server.version)
+            self.setHeader(b"Date", site.date())
+        if self.path == b"*":
+            self._answerAsterisk()
+            return
+        try:
+            self.render(site.counterResource)
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def _answerAsterisk(self) -> None:
+        # "OPTIONS *" asks about the server, not a resource (RFC 9110, section
+        # 9.3.7): answered as twisted.web answers it, and any other method 405.
+        if self.method != b"OPTIONS":
+            self.setResponseCode(NOT_ALLOWED)
+            self.setHeader(b"Allow", b"OPTIONS")
+        self.setHeader(b"Content-Length", b"0")
+        self.finish()
 
 
 class CounterSite(GuardedSite):
@@ -501,6 +654,7 @@ class CounterSite(GuardedSite):
     """
 
     protocol = CountedChannel
+    requestFactory = CounterRequest
 
     def __init__(
         self,
@@ -523,6 +677,8 @@ class CounterSite(GuardedSite):
         self.counterResource = CounterResource(self.requestCounter)
         self.connections = Connections(maxConnections)
         self._accessLogEnabled = accessLog is not None
+        self._second: int | None = None
+        self._date = self._serverHeaders = b""
         logPath = None if accessLog in (None, "-") else accessLog
         super().__init__(
             self.counterResource,
@@ -541,11 +697,30 @@ class CounterSite(GuardedSite):
         channel: Protocol | None = super().buildProtocol(addr)
         return channel
 
-    def getResourceFor(self, request: IRequest) -> CounterResource:
-        # One leaf answers every path: there is no resource tree to walk.
-        request.site = self  # type: ignore[attr-defined]
-        request.sitepath = []  # type: ignore[attr-defined]
-        return self.counterResource
+    def serverHeaders(self) -> bytes:
+        """
+        The C{X-Served-By}, C{Server} and C{Date} header lines of a response
+        sent now, which L{ServedRequest.process} would set on each request:
+        encoded once per second of the site's reactor, rather than once per
+        request.
+        """
+        now = int(self.reactor.seconds())
+        if now != self._second:
+            self._second = now
+            self._date = datetimeToString(now)
+            self._serverHeaders = b"%sServer: %s\r\nDate: %s\r\n" % (
+                self.servedByHeader,
+                server.version,
+                self._date,
+            )
+        return self._serverHeaders
+
+    def date(self) -> bytes:
+        """
+        The C{Date} header of a response sent now, formatted once a second.
+        """
+        self.serverHeaders()
+        return self._date
 
     def log(self, request: Request) -> None:
         if self._accessLogEnabled:

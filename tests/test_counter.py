@@ -5,8 +5,10 @@ Unit tests for L{netdemos.counter}, speaking HTTP over a L{StringTransport}.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
 from support.http import HalfCloseableTransport, connect, connectChannel, exchange
@@ -14,15 +16,26 @@ from support.transport import PEER, connectProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import datetimeToString
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
+from netdemos import counter
 from netdemos.counter import (
     DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     LINGER_BYTES,
     LINGER_SECONDS,
+    CounterResource,
     CounterSite,
+    GuardedSite,
+    ServedRequest,
 )
 from netdemos.counting import CounterUnavailableError, ICounter, MemoryCounter
 
@@ -544,3 +557,278 @@ class HTTPLimitTests(SynchronousTestCase):
         self.assertTrue(transport.connected)
         clock.advance(1)
         self.assertFalse(transport.connected)
+
+
+class Recorder(Resource):
+    """
+    A leaf that keeps each request it renders, with its body and the
+    response headers set before it, and answers at once or, if C{answer} is
+    false, later.
+    """
+
+    isLeaf = True
+
+    def __init__(self, answer: bool = True) -> None:
+        super().__init__()
+        self.answer = answer
+        self.requests: list[Any] = []
+        self.contents: list[Any] = []
+        self.headers: list[Headers] = []
+
+    def render_GET(self, request: IRequest) -> bytes | int:
+        self.requests.append(request)
+        self.contents.append(request.content)
+        self.headers.append(request.responseHeaders.copy())
+        return b"ok\n" if self.answer else NOT_DONE_YET
+
+
+class RecordingTransport(StringTransport):
+    """
+    A L{StringTransport} that keeps each write, and each C{writeSequence}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.sequences: list[list[bytes]] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.sequences.append(list(data))
+        super().writeSequence(data)
+
+
+class ReferenceSite(Site):
+    """
+    twisted.web's own L{Site}, with only L{ServedRequest}'s C{X-Served-By}
+    added to its answers: what a counter's answers should be, byte for byte.
+    """
+
+    requestFactory = ServedRequest
+    servedBy = [b"netdemos"]
+
+
+def withoutDate(response: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: (now)\r\n", response)
+
+
+class ShortcutTests(SynchronousTestCase):
+    """
+    What the counter skips of twisted.web's work per request (issue 11), and
+    that its answers are twisted.web's all the same, byte for byte.
+    """
+
+    def test_answersAreTwistedWebsByteForByte(self) -> None:
+        """
+        Every kind of request the counter answers gets the bytes twisted.web's
+        own L{Site} sends for the same resource, headers in the same order,
+        apart from the date, with L{ServedRequest}'s C{X-Served-By}: the
+        shortcuts change the cost, not the answer.
+        """
+        requests = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /a/b%20c?d=e HTTP/1.1\r\nHost: x\r\nCookie: f=g\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        reference = ReferenceSite(CounterResource(MemoryCounter()), reactor=Clock())
+        site = makeSite()
+        for request in requests:
+            expected = withoutDate(exchange(reference, request))
+            self.assertIn(b"\r\nX-Served-By: netdemos\r\n", expected)
+            self.assertEqual(withoutDate(exchange(site, request)), expected)
+        self.assertEqual(site.requestCounter.peek(), 7)
+
+    def test_laterAnswersAreTwistedWebsByteForByte(self) -> None:
+        """
+        A number that comes later, and a 503 for one that does not come, are
+        answered as twisted.web answers them, C{X-Served-By} included, on a
+        kept-alive connection and a closing one.
+        """
+        requests = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ]
+        for request in requests:
+            for numberComes in [True, False]:
+                answers = []
+                counters = [LaterCounter(), LaterCounter()]
+                sites = [
+                    ReferenceSite(CounterResource(counters[0]), reactor=Clock()),
+                    makeSite(counter=counters[1]),
+                ]
+                for site, later in zip(sites, counters, strict=True):
+                    channel, transport = connect(site)
+                    channel.dataReceived(request)
+                    [waiting] = later.waiting
+                    if numberComes:
+                        waiting.callback(7)
+                    else:
+                        waiting.errback(CounterUnavailableError("no Redis"))
+                    answers.append(withoutDate(transport.value()))
+                expected, response = answers
+                self.assertIn(b"\r\nX-Served-By: netdemos\r\n", expected)
+                self.assertEqual(response, expected)
+
+    def test_failureIsAnsweredAsTwistedWebAnswersIt(self) -> None:
+        """
+        A counter that fails gets twisted.web's 500, with the same headers.
+        """
+
+        class Broken(MemoryCounter):
+            def next(self) -> int:
+                raise RuntimeError("no more numbers")
+
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        reference = ReferenceSite(CounterResource(Broken()), reactor=Clock())
+        expected = withoutDate(exchange(reference, request))
+        response = withoutDate(exchange(makeSite(counter=Broken()), request))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        self.assertTrue(expected.startswith(b"HTTP/1.1 500 "), expected)
+        self.assertEqual(response, expected)
+
+    def test_dateIsTheSiteClocksFormattedOncePerSecond(self) -> None:
+        """
+        C{Date} is the time by the site's reactor, formatted once per second
+        rather than once per request (it cost 3% of the counter's time).
+        """
+        formatted: list[float] = []
+
+        def countingDatetimeToString(seconds: float) -> bytes:
+            formatted.append(seconds)
+            date: bytes = datetimeToString(seconds)
+            return date
+
+        self.patch(counter, "datetimeToString", countingDatetimeToString)
+        clock = Clock()
+        clock.advance(1_000_000_000.25)
+        site = CounterSite(reactor=clock)
+
+        def date() -> bytes:
+            found = re.search(rb"\r\nDate: ([^\r]*)\r\n", exchange(site, requestFor()))
+            assert found is not None
+            return found.group(1)
+
+        first = date()
+        clock.advance(0.5)
+        second = date()
+        clock.advance(0.25)
+        third = date()
+        self.assertEqual([first, second], [datetimeToString(1_000_000_000)] * 2)
+        self.assertEqual(third, datetimeToString(1_000_000_001))
+        self.assertEqual(formatted, [1_000_000_000, 1_000_000_001])
+
+    def test_serverAndDateAreLeftToTheSite(self) -> None:
+        """
+        A request on a kept-alive connection does not set C{Server} and
+        C{Date} (encoding them cost 5% of the counter's time): the channel
+        writes the site's lines, encoded once a second, first in the head.
+        """
+        site = makeSite()
+        recorder = Recorder()
+        site.counterResource = recorder  # type: ignore[assignment]
+        response = exchange(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        [headers] = recorder.headers
+        self.assertEqual(list(headers.getAllRawHeaders()), [])
+        self.assertTrue(
+            response.startswith(b"HTTP/1.1 200 OK\r\n" + site.serverHeaders())
+        )
+        self.assertTrue(
+            site.serverHeaders().startswith(b"X-Served-By: netdemos\r\nServer: ")
+        )
+
+    def test_responseHeadIsWrittenInOnePiece(self) -> None:
+        """
+        The status line and headers reach the transport as one string, not
+        as twisted.web's sequence of some thirty pieces, which the transport
+        would check and count one at a time.
+        """
+        site = makeSite()
+        channel = site.buildProtocol(PEER)
+        assert channel is not None
+        transport = RecordingTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(transport.sequences, [])
+        head, body = transport.writes
+        self.assertTrue(
+            head.startswith(b"HTTP/1.1 200 OK\r\nX-Served-By: netdemos\r\nServer: "),
+            head,
+        )
+        self.assertTrue(head.endswith(b"\r\nContent-Length: 16\r\n\r\n"), head)
+        self.assertEqual(body, b"I am request #1\n")
+
+    def test_requestsShareOneEmptyBody(self) -> None:
+        """
+        A guarded site refuses every request with a body, so the requests it
+        lets through share one empty body, rather than each having a buffer
+        made, and closed, for nothing.
+        """
+        recorder = Recorder()
+        site = GuardedSite(recorder, reactor=Clock())
+        exchange(site, requestFor())
+        exchange(site, requestFor())
+        first, second = recorder.contents
+        self.assertIs(first, second)
+        self.assertEqual(first.read(), b"")
+
+    def test_idleTimerRunsOnFromRequestToRequest(self) -> None:
+        """
+        The idle timer is one timer for the connection's life, not cancelled
+        and made anew for every request (twisted.web turns it off while it
+        answers); the connection still closes a minute after the last answer.
+        """
+        clock = Clock()
+        channel, transport = connectChannel(CounterSite(reactor=clock))
+        [idleTimer] = clock.getDelayedCalls()
+        for _ in range(3):
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            clock.advance(1)
+        self.assertTrue(transport.value().endswith(b"I am request #3\n"))
+        self.assertEqual(clock.getDelayedCalls(), [idleTimer])
+        clock.advance(DEFAULT_IDLE_TIMEOUT - 1.1)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_slowAnswerIsNotTimedOut(self) -> None:
+        """
+        A request whose answer takes longer than the idle timeout is not cut
+        off while it is answered, as with twisted.web's own channel; the idle
+        time counts from the answer.
+        """
+        clock = Clock()
+        recorder = Recorder(answer=False)
+        channel, transport = connectChannel(
+            GuardedSite(recorder, reactor=clock, timeout=DEFAULT_IDLE_TIMEOUT)
+        )
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(DEFAULT_IDLE_TIMEOUT * 2)
+        self.assertFalse(transport.disconnecting)
+        [request] = recorder.requests
+        request.write(b"late\n")
+        request.finish()
+        clock.advance(DEFAULT_IDLE_TIMEOUT - 0.1)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_requestThatComesWholeSetsNoDeadline(self) -> None:
+        """
+        A request whose headers all come with its first bytes needs no header
+        deadline, and none is set: the reactor holds only the idle timer.
+        """
+        clock = Clock()
+        channel, transport = connectChannel(CounterSite(reactor=clock))
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        self.assertTrue(transport.value().endswith(b"I am request #2\n"))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
