@@ -564,16 +564,34 @@ class GuardedSite(Site):
         resource: Any,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
         instance: str = "netdemos",
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        connections: Connections | None = None,
         **kwargs: Any,
     ) -> None:
         """
         @param instance: the name of this instance, for C{X-Served-By}.
+        @param maxConnections: most connections at once; past it, 503.
+        @param connections: the registry to count them in, if others share it
+            (the web site's WebSockets do); by default a new one.
         """
+        self.connections = (
+            connections if connections is not None else Connections(maxConnections)
+        )
         super().__init__(resource, **kwargs)
         self.headerTimeout = headerTimeout
         self.refused: Counter[str] = Counter()
         self.servedBy = [instance.encode("ascii")]
         self.servedByHeader = b"X-Served-By: %s\r\n" % (self.servedBy[0],)
+
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> Protocol | None:
+        # A full server answers 503 at once, without reading the request.
+        # (Twisted's stubs expect an HTTP channel.)
+        if self.connections.rejectIfFull():
+            return ServiceUnavailable(self.servedByHeader)
+        channel: Protocol | None = super().buildProtocol(addr)
+        return channel
 
     def serverHeaders(self) -> bytes:
         """
@@ -675,7 +693,6 @@ class CounterSite(GuardedSite):
         # Not "counter": Site already uses that name for its session ids.
         self.requestCounter = counter if counter is not None else MemoryCounter()
         self.counterResource = CounterResource(self.requestCounter)
-        self.connections = Connections(maxConnections)
         self._accessLogEnabled = accessLog is not None
         self._second: int | None = None
         self._date = self._serverHeaders = b""
@@ -683,19 +700,11 @@ class CounterSite(GuardedSite):
         super().__init__(
             self.counterResource,
             headerTimeout=headerTimeout,
+            maxConnections=maxConnections,
             logPath=logPath,
             timeout=timeout,
             **kwargs,
         )
-
-    def buildProtocol(  # type: ignore[override]
-        self, addr: IAddress | None
-    ) -> Protocol | None:
-        # Twisted's stubs expect an HTTP channel; a full server answers 503.
-        if self.connections.rejectIfFull():
-            return ServiceUnavailable(self.servedByHeader)
-        channel: Protocol | None = super().buildProtocol(addr)
-        return channel
 
     def serverHeaders(self) -> bytes:
         """

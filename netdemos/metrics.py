@@ -24,22 +24,19 @@ from prometheus_client.core import (
 )
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from netdemos import __version__
 from netdemos.chat.tcp import ChatFactory
-from netdemos.connections import Connections
 from netdemos.counter import (
     DEFAULT_IDLE_TIMEOUT,
     REFUSAL_REASONS,
     CountedChannel,
     CounterSite,
     GuardedSite,
-    ServiceUnavailable,
 )
 from netdemos.descriptors import ADMIN_MAX_CONNECTIONS
 from netdemos.echo import EchoFactory
@@ -220,16 +217,7 @@ class QuietSite(GuardedSite):
         maxConnections: int = ADMIN_MAX_CONNECTIONS,
         **kwargs: Any,
     ) -> None:
-        self.connections = Connections(maxConnections)
-        super().__init__(resource, **kwargs)
-
-    def buildProtocol(  # type: ignore[override]
-        self, addr: IAddress | None
-    ) -> Protocol | None:
-        if self.connections.rejectIfFull():
-            return ServiceUnavailable(self.servedByHeader)
-        channel: Protocol | None = super().buildProtocol(addr)
-        return channel
+        super().__init__(resource, maxConnections=maxConnections, **kwargs)
 
     def log(self, request: Request) -> None:
         pass

@@ -22,8 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -41,7 +40,6 @@ from netdemos.counter import (
     DEFAULT_IDLE_TIMEOUT,
     CountedChannel,
     GuardedSite,
-    ServiceUnavailable,
 )
 from netdemos.websocket import (
     DEFAULT_MAX_MESSAGE,
@@ -287,19 +285,18 @@ class WebSite(GuardedSite):
             send all its headers.
         """
         self.room = chat.room
-        self.connections = Connections(maxConnections)
+        # Made here, not by GuardedSite: the WebSocket endpoints count in it too.
+        connections = Connections(maxConnections)
         root = renderPage(chat.maxLine)
         root.putChild(
             b"chat",
-            WebSocketEntry(
-                ChatSocketFactory(chat, self.connections, pingInterval), origins
-            ),
+            WebSocketEntry(ChatSocketFactory(chat, connections, pingInterval), origins),
         )
         root.putChild(
             b"echo",
             WebSocketEntry(
                 EchoSocketFactory(
-                    clock, self.connections, maxMessage, pingInterval, idleTimeout
+                    clock, connections, maxMessage, pingInterval, idleTimeout
                 ),
                 origins,
             ),
@@ -307,17 +304,10 @@ class WebSite(GuardedSite):
         super().__init__(
             root,
             headerTimeout=headerTimeout,
+            connections=connections,
             timeout=DEFAULT_IDLE_TIMEOUT,
             reactor=clock,
         )
-
-    def buildProtocol(  # type: ignore[override]
-        self, addr: IAddress | None
-    ) -> Protocol | None:
-        if self.connections.rejectIfFull():
-            return ServiceUnavailable()
-        channel: Protocol | None = super().buildProtocol(addr)
-        return channel
 
     def getResourceFor(self, request: IRequest) -> Resource:
         for name, value in SECURITY_HEADERS.items():
