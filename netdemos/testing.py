@@ -169,6 +169,32 @@ def netdemosCommand(
     ]
 
 
+def inheritSockets(sockets: Mapping[str, int]) -> tuple[list[str], dict[str, str]]:
+    """
+    The start of a command that runs the rest with C{sockets} (a name and a
+    descriptor for each) handed over as systemd hands a service its sockets:
+    as descriptors 3, 4, ... in order, with C{LISTEN_FDS}, C{LISTEN_FDNAMES}
+    and C{LISTEN_PID}; and the environment that goes with it.
+
+    C{LISTEN_PID} must be the server's own pid, which only the child knows: a
+    small Python program moves the descriptors into place, sets it and
+    executes the rest, which keeps the pid.  Pass the descriptors to the child
+    (C{passFds}).
+    """
+    moves = "".join(
+        f"os.dup2({fd}, {3 + n}, inheritable=True);"
+        for n, fd in enumerate(sockets.values())
+    )
+    command = [
+        sys.executable,
+        "-c",
+        f"import os, sys; {moves} os.environ['LISTEN_PID'] = str(os.getpid());"
+        " os.execv(sys.argv[1], sys.argv[1:])",
+    ]
+    environ = {"LISTEN_FDS": str(len(sockets)), "LISTEN_FDNAMES": ":".join(sockets)}
+    return command, environ
+
+
 class ServerExitedError(AssertionError):
     """
     The server exited while it was waited for.

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from support.systemd import SERVICE, SOCKETS, UNITS, readUnit
+from support.systemd import INSTANCE_SOCKETS, SERVICE, SOCKETS, UNITS, readUnit
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS
@@ -198,8 +198,8 @@ TEMPLATE = "netdemos@.service"
 
 class InstancesTemplateTests(SynchronousTestCase):
     """
-    C{netdemos@.service}: several processes on one host, sharing the same
-    sockets and, through Redis, one count and one room.
+    C{netdemos@.service}: several processes on one host, each with sockets
+    of its own on the same ports, and through Redis one count and one room.
     """
 
     def instanceUnit(self) -> str:
@@ -209,9 +209,10 @@ class InstancesTemplateTests(SynchronousTestCase):
         """
         directory = tempfile.TemporaryDirectory()
         self.addCleanup(directory.cleanup)
-        # With the sockets it requires, which systemd-analyze loads too.
+        # With the socket templates it requires, which systemd-analyze
+        # instantiates from the same directory.
         copy, *_ = unitsForVerifying(
-            Path(directory.name), [TEMPLATE, *SOCKETS.values()]
+            Path(directory.name), [TEMPLATE, *INSTANCE_SOCKETS.values()]
         )
         instance = copy.with_name("netdemos@1.service")
         copy.rename(instance)
@@ -234,22 +235,39 @@ class InstancesTemplateTests(SynchronousTestCase):
             result.returncode, 0, f"systemd-analyze security:\n{result.stdout}"
         )
 
-    def test_everyInstanceInheritsTheSameSockets(self) -> None:
+    def test_everyInstanceHasSocketsOfItsOwn(self) -> None:
         """
-        Each instance is handed all four sockets (C{Sockets=}) and adopts
-        each by name with the family it has, as netdemos.service does; it
-        starts after them.
+        Each instance is handed four sockets of its own (C{Sockets=}), one
+        instance of each socket template, and adopts each by name with the
+        family it has, as netdemos.service does; it starts after them.
         """
         unit = readUnit(TEMPLATE)
         service = unit["Service"]
-        self.assertEqual(sorted(service["Sockets"].split()), sorted(SOCKETS.values()))
-        for socketUnit in SOCKETS.values():
+        own = [each.replace("@.", "@%i.") for each in INSTANCE_SOCKETS.values()]
+        self.assertEqual(sorted(service["Sockets"].split()), sorted(own))
+        for socketUnit in own:
             self.assertIn(socketUnit, unit["Unit"]["Requires"].split())
             self.assertIn(socketUnit, unit["Unit"]["After"].split())
         self.assertEqual(
             systemdEndpoints(service["ExecStart"]),
             systemdEndpoints(readUnit(SERVICE)["Service"]["ExecStart"]),
         )
+
+    def test_instanceSocketsShareEachPortThroughReusePort(self) -> None:
+        """
+        Every instance's socket for a service listens where netdemos.service's
+        does, with C{ReusePort=yes}, so that the sockets of all instances can
+        be bound to one port and the kernel spreads connections over them; a
+        connection to a stopped instance starts that instance.
+        """
+        for name, template in INSTANCE_SOCKETS.items():
+            socketSection = readUnit(template)["Socket"]
+            single = readUnit(SOCKETS[name])["Socket"]
+            self.assertEqual(socketSection["ReusePort"], "yes", template)
+            self.assertEqual(socketSection["FileDescriptorName"], name)
+            self.assertEqual(socketSection["Service"], "netdemos@%i.service")
+            for key in ("ListenStream", "BindIPv6Only"):
+                self.assertEqual(socketSection[key], single[key], template)
 
     def test_instancesShareRedisAndAreNamedApart(self) -> None:
         """

@@ -23,6 +23,8 @@ UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
 SERVICE = "netdemos.service"
 # One socket unit a service, named after it.
 SOCKETS = {service: f"netdemos-{service}.socket" for service in SERVICES}
+# netdemos@.service: each instance has a socket of its own for each service.
+INSTANCE_SOCKETS = {service: f"netdemos-{service}@.socket" for service in SERVICES}
 
 
 def readUnit(name: str) -> configparser.ConfigParser:
