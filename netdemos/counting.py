@@ -234,6 +234,15 @@ class CounterUnavailableError(Exception):
 # 503: a load balancer then retries it elsewhere, well within its own timeout.
 ANSWER_TIMEOUT = 0.5
 
+# Hand out ARGV[1] numbers: add them to the count, and tell every instance
+# the new count, the highest number handed out so far, before the one that
+# asked has it (the channel is ARGV[2]).  Return it.
+TAKE_SCRIPT = """
+local last = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], last)
+return last
+"""
+
 # Raise the count to at least ARGV[1], atomically; return the count.
 RAISE_SCRIPT = """
 local count = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -244,6 +253,10 @@ if count < floor then
 end
 return count
 """
+
+# After a failed command, try again this often until Redis answers (it may
+# be full, or a script may fail, while the connection stays up).
+RETRY_INTERVAL = 1.0
 
 
 @implementer(ICounter)
@@ -258,15 +271,22 @@ class RedisCounter:
     and share one C{INCRBY k}, whose reply, the last of k numbers, gives them
     the k numbers in the order they arrived.
 
-    While Redis cannot be reached the counter is not L{ready} and every
-    request fails with L{CounterUnavailableError} at once, or after
-    L{ANSWER_TIMEOUT} if Redis stops answering: never a number from
-    anywhere else, which could repeat one.  A Redis that comes back empty
-    (restarted without persistence) would start again at 1, so on every
-    reconnection the counter first raises the count in Redis to the highest
-    number this instance has seen, and only then becomes ready again.
+    While Redis cannot be reached, or answers with errors (full, a key of
+    the wrong type), the counter is not L{ready} and every request fails with
+    L{CounterUnavailableError} at once, or after L{ANSWER_TIMEOUT} if Redis
+    stops answering: never a number from anywhere else, which could repeat
+    one.
 
-    @ivar highest: the highest number this instance has been given.
+    A Redis that comes back empty (restarted without persistence) would start
+    again at 1.  So every batch also publishes the new count (L{TAKE_SCRIPT})
+    and every instance keeps the highest it has heard; after a reconnection,
+    or after errors, the counter first raises the count in Redis to that
+    (L{RAISE_SCRIPT}), and only then becomes ready again.  That covers the
+    numbers any instance handed out, paused or not, as long as this one was
+    subscribed when they were: see the README for the window that is left.
+
+    @ivar highest: the highest number handed out by any instance, as far as
+        this one knows.
     """
 
     def __init__(
@@ -276,6 +296,7 @@ class RedisCounter:
         answerTimeout: float = ANSWER_TIMEOUT,
     ) -> None:
         self.key = f"{link.prefix}:count"
+        self.channel = f"{link.prefix}:count"
         self.highest = 0
         self.ready = False
         self._link = link
@@ -283,6 +304,8 @@ class RedisCounter:
         self._answerTimeout = answerTimeout
         self._waiting: list[Deferred[int]] = []
         self._takeCall: IDelayedCall | None = None
+        self._retryCall: IDelayedCall | None = None
+        link.subscribe(self.channel, self._heard)
         link.watch(self._linkUp, self._linkDown)
 
     def next(self) -> Deferred[int]:
@@ -308,7 +331,9 @@ class RedisCounter:
     def _takeNumbers(self) -> None:
         self._takeCall = None
         waiting, self._waiting = self._waiting, []
-        taking = self._link.incrby(self.key, len(waiting))
+        taking = self._link.evaluate(
+            TAKE_SCRIPT, [self.key], [len(waiting), self.channel]
+        )
         taking.addTimeout(self._answerTimeout, self._clock)
         taking.addCallbacks(
             self._handOut,
@@ -326,8 +351,33 @@ class RedisCounter:
         log.debug("http: no numbers from Redis: {reason}", reason=reason.value)
         for request in waiting:
             request.errback(CounterUnavailableError(str(reason.value)))
+        # Redis may be full or refuse the key; if the link stays up, ask
+        # again (raising the count first, in case it was emptied) until
+        # numbers can be had.  Not ready meanwhile: /readyz says 503.
+        if self.ready:
+            log.warn(
+                "http: no numbers from Redis ({reason}); answering 503 until"
+                " it gives some again",
+                reason=reason.getErrorMessage(),
+            )
+            self.ready = False
+            self._retrySoon()
+
+    def _heard(self, message: object) -> None:
+        """
+        Another instance (or this one) handed out numbers up to C{message}.
+        """
+        if isinstance(message, str) and message.isdigit() and len(message) <= 19:
+            message = int(message)
+        if not isinstance(message, int) or not 0 <= message <= MAX_COUNT:
+            self._link.badMessage(self.channel, "not a request count")
+            return
+        self.highest = max(self.highest, message)
 
     def _linkUp(self) -> None:
+        self._raise()
+
+    def _raise(self) -> None:
         raising: Deferred[Any] = self._link.evaluate(
             RAISE_SCRIPT, [self.key], [self.highest]
         )
@@ -335,7 +385,7 @@ class RedisCounter:
         raising.addCallbacks(self._raised, self._raiseFailed)
 
     def _raised(self, count: object) -> None:
-        if not self._link.up:
+        if not self._link.up or self.ready:
             return
         self.ready = True
         log.info(
@@ -345,11 +395,25 @@ class RedisCounter:
         )
 
     def _raiseFailed(self, reason: Failure) -> None:
-        # The link drops a Redis that stops answering, and calls _linkUp
-        # again once it is back; not ready until then.
-        log.warn("http: cannot raise the count in Redis: {reason}", reason=reason.value)
+        # A Redis that stops answering is dropped by the link, which calls
+        # _linkUp again once it is back; one that answers with errors is
+        # asked again.  Not ready until then.
+        log.debug("http: cannot raise the count in Redis: {reason}", reason=reason)
+        self._retrySoon()
+
+    def _retrySoon(self) -> None:
+        if self._retryCall is None and self._link.up:
+            self._retryCall = self._clock.callLater(RETRY_INTERVAL, self._retry)
+
+    def _retry(self) -> None:
+        self._retryCall = None
+        if self._link.up and not self.ready:
+            self._raise()
 
     def _linkDown(self) -> None:
         if self.ready:
             log.warn("http: no Redis; answering 503 until it is back")
         self.ready = False
+        if self._retryCall is not None and self._retryCall.active():
+            self._retryCall.cancel()
+        self._retryCall = None

@@ -69,6 +69,7 @@ class NetdemosService(MultiService):
         state or close links; each may return a L{Deferred}.
     @ivar dependencies: what the server needs besides its listeners to serve,
         such as a Redis counter: each has a C{ready} attribute.
+    @ivar redis: the link to Redis (C{--redis}), if any, for C{/metrics}.
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class NetdemosService(MultiService):
         self.factories: dict[str, Drainable] = {}
         self.onStopped: list[Callable[[], object]] = []
         self.dependencies: list[Any] = []
+        self.redis: Any = None
         self._serving = False
         self._statusLoop = LoopingCall(self._reportStatus)
         self._statusLoop.clock = clock

@@ -85,6 +85,8 @@ class NetdemosCollector(Collector):
             for reason in ("limit", "fd", "proxy"):
                 rejected.add_metric([name, reason], connections.rejected[reason])
         yield from (total, active, rejected)
+        if self._server.redis is not None:
+            yield from redisMetrics(self._server.redis)
 
         echo = factories.get("echo")
         if isinstance(echo, EchoFactory):
@@ -174,6 +176,31 @@ class HealthPage(Resource):
             request.setResponseCode(503)
             return b"not ready\n"
         return b"ok\n"
+
+
+def redisMetrics(link: Any) -> Iterator[Metric]:
+    """
+    The link to Redis: whether it is usable, the error replies by command,
+    and the messages read from it that could not be used.
+    """
+    yield GaugeMetricFamily(
+        "netdemos_redis_up",
+        "1 while Redis is connected and answers commands without errors.",
+        value=int(link.up and not link.failing),
+    )
+    errors = CounterMetricFamily(
+        "netdemos_redis_errors",
+        "Commands Redis answered with an error (OOM, WRONGTYPE...).",
+        labels=["command"],
+    )
+    for command, count in sorted(link.errors.items()):
+        errors.add_metric([command], count)
+    yield errors
+    yield CounterMetricFamily(
+        "netdemos_redis_bad_messages",
+        "Messages read from Redis that netdemos could not use, and dropped.",
+        value=link.badMessages,
+    )
 
 
 def makeAdminSite(server: NetdemosService) -> QuietSite:

@@ -13,6 +13,7 @@ in netdemos imports txredisapi.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,9 @@ import txredisapi
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 log = Logger()
@@ -42,6 +44,9 @@ RECONNECT_MAX_DELAY = 1.0
 # under a millisecond; a second is a hung server, not a slow one.
 REPLY_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 1.0
+
+# What is read from Redis and cannot be used is logged at most this often.
+BAD_MESSAGE_LOG_INTERVAL = 1.0
 
 
 class RedisURLError(ValueError):
@@ -143,6 +148,14 @@ class RedisUnavailableError(Exception):
     """
 
 
+def isErrorReply(reason: Failure) -> bool:
+    """
+    Whether C{reason} is Redis answering a command with an error (OOM,
+    WRONGTYPE, READONLY, a failing script...), as opposed to no answer.
+    """
+    return reason.check(txredisapi.ResponseError) is not None
+
+
 class IRedisLink(Interface):
     """
     This instance's link to Redis: the few commands netdemos uses, pub/sub,
@@ -151,6 +164,16 @@ class IRedisLink(Interface):
 
     up = Attribute("True while Redis can be used: connected, and subscribed.")
     prefix = Attribute("The start of every key and channel name (--redis-prefix).")
+    failing = Attribute(
+        "True while Redis answers commands with errors: since an error reply,"
+        " until the next command succeeds."
+    )
+
+    def badMessage(channel: str, why: str) -> None:
+        """
+        Something read from C{channel} could not be used (C{why}): count it,
+        and log it at most once a second.
+        """
 
     def watch(onUp: Callable[[], object], onDown: Callable[[], object]) -> None:
         """
@@ -158,10 +181,12 @@ class IRedisLink(Interface):
         down (once per change, not per failed retry).
         """
 
-    def subscribe(channel: str, received: Callable[[str], object]) -> None:
+    def subscribe(channel: str, received: Callable[[object], object]) -> None:
         """
         Call C{received} with each message published on C{channel}, in the
         order Redis delivers them, from now on and after every reconnection.
+        A message is whatever another program published: text, or a number
+        or bytes as txredisapi reads it; C{received} must check it.
         """
 
     def publish(channel: str, message: str) -> Deferred[int]:
@@ -199,9 +224,16 @@ class RedisLink(Service):
         self._reactor = reactor
         self._commands = _WatchedFactory(self, address)
         self._subscriber = _WatchedSubscriberFactory(self, address)
-        self._channels: dict[str, Callable[[str], object]] = {}
+        self._channels: dict[str, Callable[[object], object]] = {}
         self._watchers: list[tuple[Callable[[], object], Callable[[], object]]] = []
         self.up = False
+        self.failing = False
+        # Error replies, by command; messages that could not be used.
+        self.errors: Counter[str] = Counter()
+        self.badMessages = 0
+        self._unreportedBad = 0
+        self._lastBad = ("", "")
+        self._quietUntil: IDelayedCall | None = None
 
     # Service
 
@@ -224,7 +256,7 @@ class RedisLink(Service):
     def watch(self, onUp: Callable[[], object], onDown: Callable[[], object]) -> None:
         self._watchers.append((onUp, onDown))
 
-    def subscribe(self, channel: str, received: Callable[[str], object]) -> None:
+    def subscribe(self, channel: str, received: Callable[[object], object]) -> None:
         self._channels[channel] = received
 
     def publish(self, channel: str, message: str) -> Deferred[int]:
@@ -243,7 +275,60 @@ class RedisLink(Service):
         if connection is None or not self.up:
             return fail(RedisUnavailableError(f"no connection to {self.address}"))
         result: Deferred[Any] = getattr(connection, command)(*args)
+        return result.addCallbacks(
+            self._succeeded, self._failed, errbackArgs=(command,)
+        )
+
+    def _succeeded(self, result: object) -> object:
+        if self.failing:
+            self.failing = False
+            log.info(
+                "redis: {address} answers commands again",
+                address=str(self.address),
+            )
         return result
+
+    def _failed(self, reason: Failure, command: str) -> Failure:
+        # One line for a run of errors: a full Redis refuses every write, and
+        # a log line each would fill the disk as well.
+        if isErrorReply(reason):
+            self.errors[command] += 1
+            if not self.failing:
+                self.failing = True
+                log.warn(
+                    "redis: {address} answered {command} with an error: {error};"
+                    " until a command succeeds, errors are counted"
+                    " (netdemos_redis_errors_total), not logged",
+                    address=str(self.address),
+                    command=command.upper(),
+                    error=reason.getErrorMessage(),
+                )
+        return reason
+
+    def badMessage(self, channel: str, why: str) -> None:
+        self.badMessages += 1
+        self._unreportedBad += 1
+        self._lastBad = (channel, why)
+        if self._quietUntil is None:
+            self._reportBad()
+
+    def _reportBad(self) -> None:
+        if not self._unreportedBad:
+            self._quietUntil = None
+            return
+        channel, why = self._lastBad
+        log.warn(
+            "redis: dropped {count} message(s) on {channel} that netdemos"
+            " cannot use (the last: {why}); is another program publishing"
+            " there?",
+            count=self._unreportedBad,
+            channel=channel,
+            why=why,
+        )
+        self._unreportedBad = 0
+        self._quietUntil = self._reactor.callLater(
+            BAD_MESSAGE_LOG_INTERVAL, self._reportBad
+        )
 
     # Told by the factories
 
@@ -263,10 +348,17 @@ class RedisLink(Service):
         for onUp, onDown in list(self._watchers):
             (onUp if up else onDown)()
 
-    def _received(self, channel: str, message: str) -> None:
+    def _received(self, channel: str, message: object) -> None:
+        # Called from inside txredisapi's reply parser: an exception raised
+        # here would corrupt its reading of the replies that follow.
         receiver = self._channels.get(channel)
-        if receiver is not None:
+        if receiver is None:
+            return
+        try:
             receiver(message)
+        except Exception:
+            log.failure("redis: error handling a message on {channel}", channel=channel)
+            self.badMessage(channel, "it could not be handled")
 
 
 class _WatchedFactory(txredisapi.RedisFactory):
@@ -316,7 +408,11 @@ class _Subscriber(txredisapi.SubscriberProtocol):
 
     factory: _WatchedSubscriberFactory
 
-    def messageReceived(self, pattern: str | None, channel: str, message: str) -> None:
+    def messageReceived(
+        self, pattern: str | None, channel: str, message: object
+    ) -> None:
+        # txredisapi hands over a message as text, or as a number if it
+        # looks like one, or as bytes if it is not UTF-8.
         self.factory.link._received(channel, message)
 
 

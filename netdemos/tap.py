@@ -566,6 +566,7 @@ def makeService(
 
         link = RedisLink(options["redis"], reactor, options["redis-prefix"])
         link.setServiceParent(server)
+        server.redis = link
         server.onStopped.append(link.stopService)
     requestCounter = makeCounter(
         options["counter-file"] if options["http"] else None,
@@ -591,7 +592,7 @@ def makeService(
     if link is not None and options["chat"]:
         from netdemos.chat.hub import RedisHub
 
-        hub = RedisHub(link, reactor, options["name"])
+        hub = RedisHub(link, reactor, options["name"], maxLine=options["max-line"])
     chatFactory = chat.ChatFactory(
         chatroom.ChatRoom(reactor, memory=options["chat-memory"], hub=hub),
         reactor,

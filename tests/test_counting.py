@@ -16,6 +16,8 @@ from zope.interface.verify import verifyObject
 from netdemos.counting import (
     ANSWER_TIMEOUT,
     MAX_COUNT,
+    RETRY_INTERVAL,
+    TAKE_SCRIPT,
     CounterFileError,
     CounterUnavailableError,
     FileCounter,
@@ -198,17 +200,19 @@ class RedisCounterTests(SynchronousTestCase):
         self.clock.advance(0)
         return [self.successResultOf(each) for each in taking]
 
-    def incrbys(self) -> list[tuple[object, ...]]:
-        return [each for each in self.link.commands if each[0] == "incrby"]
+    def takes(self) -> list[tuple[object, ...]]:
+        return [each for each in self.link.commands if each[1] == TAKE_SCRIPT]
 
-    def test_oneINCRBYPerTurnNumbersInArrivalOrder(self) -> None:
+    def test_oneRoundTripPerTurnNumbersInArrivalOrder(self) -> None:
         """
         The requests of one turn share one round trip to Redis and get its
         numbers in the order they came; the next turn's continue from there.
         """
         self.link.goUp()
         self.assertEqual(self.take(3), [1, 2, 3])
-        self.assertEqual(self.incrbys(), [("incrby", "t:count", 3)])
+        self.assertEqual(
+            self.takes(), [("eval", TAKE_SCRIPT, ("t:count",), (3, "t:count"))]
+        )
         self.assertEqual(self.take(1), [4])
         self.assertEqual(self.redis.store["t:count"], 4)
 
@@ -269,6 +273,67 @@ class RedisCounterTests(SynchronousTestCase):
         self.assertTrue(self.counter.ready)
         self.link.held = False
         self.assertEqual(self.take(1), [6])
+
+    def test_anEmptyRedisIsRaisedToTheHighestNumberAnyInstanceHandedOut(
+        self,
+    ) -> None:
+        """
+        Instance B hands out the latest numbers; Redis restarts empty while
+        B is paused, and A reconnects first: A raises the count to B's
+        highest number, which it heard as B took it, not to its own.
+        """
+        a = self.counter
+        bLink = self.redis.link(prefix="t")
+        b = RedisCounter(bLink, self.clock)
+        self.link.goUp()
+        bLink.goUp()
+        self.assertEqual(self.take(2), [1, 2])
+        taking = [b.next() for _ in range(10)]
+        self.clock.advance(0)
+        self.assertEqual([self.successResultOf(each) for each in taking][-1], 12)
+        self.clock.advance(0)  # the news reaches A
+        self.link.goDown()
+        bLink.goDown()
+        self.redis.flush()
+        self.link.goUp()
+        self.assertTrue(a.ready)
+        self.assertEqual(self.take(1), [13])
+
+    def test_whatIsHeardOnTheCountChannelIsChecked(self) -> None:
+        """
+        Another program may publish on the count's channel: what is not a
+        count is dropped and counted, and raises nothing.
+        """
+        self.link.goUp()
+        for message in ["x", "-5", -5, b"\xff", "9" * 30, 1.5, "12abc"]:
+            self.redis.publish("t:count", message)
+        self.clock.advance(0)
+        self.assertEqual(self.link.badMessages, 7)
+        self.assertEqual(self.counter.highest, 0)
+        self.redis.publish("t:count", "40")
+        self.clock.advance(0)
+        self.assertEqual(self.counter.highest, 40)
+
+    def test_errorRepliesMakeItNotReadyUntilNumbersCanBeHad(self) -> None:
+        """
+        A Redis that answers with errors (full, with noeviction) while the
+        connection stays up gives no numbers: the counter says it is not
+        ready, so that /readyz turns the balancer away, and asks again each
+        L{RETRY_INTERVAL} until Redis gives numbers again.
+        """
+        self.link.goUp()
+        self.assertEqual(self.take(2), [1, 2])
+        self.link.refusing = Exception("OOM command not allowed")
+        taking = self.counter.next()
+        self.clock.advance(0)
+        self.failureResultOf(taking, CounterUnavailableError)
+        self.assertFalse(self.counter.ready)
+        self.clock.advance(RETRY_INTERVAL)
+        self.assertFalse(self.counter.ready)
+        self.link.refusing = None
+        self.clock.advance(RETRY_INTERVAL)
+        self.assertTrue(self.counter.ready)
+        self.assertEqual(self.take(1), [3])
 
     def test_aHigherCountInRedisIsKept(self) -> None:
         """

@@ -16,10 +16,14 @@ from zope.interface.verify import verifyObject
 from netdemos.chat.hub import (
     HEARTBEAT_INTERVAL,
     PRESENCE_TTL,
+    REGISTER_SCRIPT,
+    RETRY_INTERVAL,
+    BadMessageError,
     IHub,
     IHubListener,
     LocalHub,
     RedisHub,
+    parseBatch,
 )
 from netdemos.chat.room import ChatRoom
 
@@ -286,4 +290,215 @@ class HubTests(SynchronousTestCase):
         self.settle()
         self.assertEqual(
             received(aliceT), [b"* 127.0.0.1:42001 left (server shutting down)"]
+        )
+
+
+# What another program might publish on the room's channel.
+GARBAGE = [
+    "not JSON",
+    12345,  # txredisapi hands over what looks like a number as one
+    b"\xff\xfe",  # and what is not UTF-8 as bytes
+    '{"e": [5]}',
+    '{"i": "x", "s": 0, "e": [{"t": "join"}]}',
+    '{"i": "x", "s": 0, "e": [{"t": "join", "n": "a\\nb"}]}',
+    '{"i": "x", "s": 0, "e": [{"t": "gone", "names": "carol", "w": "left"}]}',
+    '{"i": "x", "s": -1, "e": ["hi"]}',
+    '{"i": "x\\u001b", "s": 0, "e": ["hi"]}',
+    '{"i": "x", "s": 0, "e": [{"t": "nuke"}]}',
+    '{"i": "x", "s": 0, "e": []}',
+    "[]",
+]
+
+
+class ChannelInputTests(SynchronousTestCase):
+    """
+    What is read from the room's channel is input from whoever can publish
+    there: checked, cleaned, and what does not parse dropped and counted.
+    """
+
+    def test_garbageIsRefusedWithAReason(self) -> None:
+        for message in GARBAGE:
+            with self.assertRaises(BadMessageError, msg=repr(message)):
+                parseBatch(message)
+
+    def test_aLineIsCleanedAsALineFromASocketIs(self) -> None:
+        batch = parseBatch(
+            '{"i": "x", "s": 1, "e": ["<admin> \\u001b[2Jowned\\u0007\\u009b"]}'
+        )
+        self.assertEqual(batch.events, ["<admin> [2Jowned"])
+
+    def test_aLineLongerThanAnyMemberMaySayIsRefused(self) -> None:
+        line = "<bob> " + "x" * 1000
+        self.assertEqual(
+            parseBatch(f'{{"i":"x","s":1,"e":["{line}"]}}', 1000).events, [line]
+        )
+        with self.assertRaises(BadMessageError):
+            parseBatch(f'{{"i":"x","s":1,"e":["{line}{"y" * 200}"]}}', 1000)
+
+    def test_presenceEventsAreReadBackWithTheirOwnFoldedNames(self) -> None:
+        """
+        The casefolded name is computed, not taken on trust: a forged one
+        could not free or take another member's name.
+        """
+        batch = parseBatch(
+            '{"i": "x", "s": 0, "e": [{"t": "join", "n": "Carol", "f": "dave"}]}'
+        )
+        self.assertEqual(batch.events, [{"t": "join", "n": "Carol", "f": "carol"}])
+
+    def test_garbageOnTheChannelIsCountedAndLosesNothing(self) -> None:
+        """
+        Between two real lines, every kind of garbage: each is counted and
+        dropped; both lines, and a departure, still reach everyone.
+        """
+        clock = Clock()
+        redis = FakeRedis(clock)
+        a, b = Instance(redis, "a", 41001), Instance(redis, "b", 42001)
+        alice, aliceT = a.chat.connect()
+        bob, bobT = b.chat.connect()
+        carol, _ = b.chat.connect()
+        carol.dataReceived(b"/nick carol\n")
+        for _ in range(10):
+            clock.advance(0)
+        received(aliceT), received(bobT)
+        alice.dataReceived(b"before\n")
+        clock.advance(0)
+        for message in GARBAGE:
+            redis.publish(a.hub.channel, message)
+        carol.transport.loseConnection()
+        alice.dataReceived(b"after\n")
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(a.link.badMessages, len(GARBAGE))
+        self.assertEqual(b.link.badMessages, len(GARBAGE))
+        for transport in (aliceT, bobT):
+            self.assertEqual(
+                received(transport),
+                [
+                    b"<127.0.0.1:41001> before",
+                    b"* carol left",
+                    b"<127.0.0.1:41001> after",
+                ],
+            )
+        self.assertEqual(a.chat.room.names(), b.chat.room.names())
+        self.assertFalse(a.chat.room.isTaken("carol"))
+
+
+class FaultTests(SynchronousTestCase):
+    """
+    Redis refusing writes, and an instance the others took for dead.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.redis = FakeRedis(self.clock)
+        self.a = Instance(self.redis, "a", 41001)
+        self.b = Instance(self.redis, "b", 42001)
+
+    def settle(self) -> None:
+        for _ in range(10):
+            self.clock.advance(0)
+
+    def test_refusedWritesCutTheRoomOffUntilTheyAreTakenAgain(self) -> None:
+        """
+        A Redis that answers writes with errors (full, with noeviction) while
+        the connection stays up: the members are told they are cut off, talk
+        locally meanwhile, and once writes are taken again the instance joins
+        again, with a newcomer who came meanwhile, and says the room is
+        whole; both instances then agree on who is in it.
+        """
+        alice, aliceT = self.a.chat.connect()
+        bob, bobT = self.b.chat.connect()
+        self.settle()
+        received(aliceT), received(bobT)
+        self.a.link.refusing = Exception("OOM command not allowed")
+        alice.dataReceived(b"anyone?\n")
+        self.settle()
+        # The line was said before the refusal was known: heard here, once.
+        lines = received(aliceT)
+        self.assertEqual(lines[0], b"<127.0.0.1:41001> anyone?")
+        self.assertTrue(lines[1].startswith(b"! cut off from the other servers"))
+        self.assertEqual(received(bobT), [])
+        dave, daveT = self.a.chat.connect()
+        self.settle()
+        self.assertFalse(self.a.hub.whole)
+        self.clock.advance(RETRY_INTERVAL)
+        self.settle()
+        self.assertFalse(self.a.hub.whole)
+        self.a.link.refusing = None
+        self.clock.advance(RETRY_INTERVAL)
+        self.settle()
+        self.assertTrue(self.a.hub.whole)
+        self.assertEqual(
+            received(aliceT)[-1],
+            b"* back in touch with the other servers (3 in the room)",
+        )
+        self.assertEqual(self.a.chat.room.names(), self.b.chat.room.names())
+        self.assertEqual(len(self.b.chat.room.names()), 3)
+        bob.dataReceived(b"hi\n")
+        self.settle()
+        self.assertEqual(received(aliceT), [b"<127.0.0.1:42001> hi"])
+        self.assertEqual(received(daveT)[-1], b"<127.0.0.1:42001> hi")
+
+    def test_aFailedHeartbeatCutsTheRoomOff(self) -> None:
+        """
+        A heartbeat Redis refuses is not ignored: unrenewed, this instance
+        will be taken for dead, so its members are told now.
+        """
+        alice, aliceT = self.a.chat.connect()
+        self.settle()
+        received(aliceT)
+        self.a.link.refusing = Exception("OOM command not allowed")
+        self.clock.advance(HEARTBEAT_INTERVAL)
+        self.settle()
+        [notice] = received(aliceT)
+        self.assertTrue(notice.startswith(b"! cut off from the other servers"))
+
+    def test_anInstanceTakenForDeadJoinsAgainAndResolvesNames(self) -> None:
+        """
+        Instance b is paused (SIGSTOP) longer than the presence TTL: a takes
+        its members out, and one of a's members takes the nick of one of
+        b's.  When b wakes and reads what Redis sent meanwhile, it finds it
+        was taken for dead, joins again from its own state, and its member
+        who lost the nick is told and renamed: never two holders of a name,
+        and both instances agree on who is in the room.
+        """
+        alice, aliceT = self.a.chat.connect()
+        bob, bobT = self.b.chat.connect()
+        bob.dataReceived(b"/nick bob\n")
+        self.settle()
+        received(aliceT), received(bobT)
+        # b pauses: no timer of its runs, and what Redis sends it waits.
+        channel = self.b.hub.channel
+        backlog: list[object] = []
+        hear = self.b.link._channels[channel]
+        self.b.link._channels[channel] = backlog.append
+        self.b.hub._heartbeat.stop()
+        self.clock.advance(PRESENCE_TTL + HEARTBEAT_INTERVAL)
+        self.settle()
+        self.assertEqual(received(aliceT), [b"* bob left (lost with its server)"])
+        alice.dataReceived(b"/nick bob\n")
+        self.settle()
+        # b wakes, and reads first what waited for it.
+        self.b.link._channels[channel] = hear
+        for message in backlog:
+            hear(message)
+        self.settle()
+        told = received(bobT)
+        self.assertTrue(told[0].startswith(b"! cut off from the other servers"), told)
+        self.assertIn(
+            b"* you are now local-1: bob is in the room on another server", told
+        )
+        self.assertNotEqual(bob.name, "bob")
+        names = self.a.chat.room.names()
+        self.assertEqual(names, self.b.chat.room.names())
+        self.assertEqual(len({name.casefold() for name in names}), 2)
+        self.assertEqual(self.a.chat.room.names(), ["bob", bob.name])
+
+    def test_aStoppingInstanceDoesNotTakeItsOwnGoodbyeForBeingReaped(self) -> None:
+        self.b.chat.connect()
+        self.settle()
+        self.b.chat.room.close()
+        self.settle()
+        self.assertFalse(
+            [each for each in self.b.link.commands if each[1] == REGISTER_SCRIPT][1:]
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from support.chat import Room
 from support.http import connectChannel, exchange, get
+from support.redis import FakeRedis
 from support.transport import PEER
 from support.web import WebSocketClient, webSite
 from twisted.internet.task import Clock
@@ -92,6 +93,29 @@ class MetricsTests(SynchronousTestCase):
         self.clock.advance(1)  # past the rendered page's age
         metrics = self.scrape()
         self.assertEqual(metrics['netdemos_connections_active{service="web"}'], 0)
+
+    def test_theLinkToRedis(self) -> None:
+        """
+        With C{--redis}: whether the link is usable, the error replies by
+        command, and the messages dropped as unusable.
+        """
+        self.assertNotIn("netdemos_redis_up", self.scrape())
+        link = FakeRedis(Clock()).link()
+        self.server.redis = link
+        link.goUp()
+        link.badMessage("test:room", "not JSON")
+        link.refusing = Exception("OOM")
+        for message in ("x", "y"):
+            self.failureResultOf(link.publish("test:room", message))
+        self.clock.advance(1)
+        figures = self.scrape()
+        self.assertEqual(figures["netdemos_redis_up"], 0)
+        self.assertEqual(figures['netdemos_redis_errors_total{command="publish"}'], 2)
+        self.assertEqual(figures["netdemos_redis_bad_messages_total"], 1)
+        link.refusing = None
+        link.publish("test:room", "z")
+        self.clock.advance(1)
+        self.assertEqual(self.scrape()["netdemos_redis_up"], 1)
 
     def test_scrapingDoesNotMoveTheCounter(self) -> None:
         self.scrape()

@@ -6,15 +6,18 @@ tests/test_e2e_redis.py.
 
 from __future__ import annotations
 
+import txredisapi
 from support.redis import FakeRedis
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from netdemos.redis import (
+    BAD_MESSAGE_LOG_INTERVAL,
     IRedisLink,
     RedisAddress,
     RedisLink,
@@ -112,7 +115,7 @@ class LinkTests(SynchronousTestCase):
         A message published after the link says it is up must not be missed:
         with channels, it is up once Redis has confirmed the subscription.
         """
-        received: list[str] = []
+        received: list[object] = []
         self.link.subscribe("p:chat", received.append)
         self.link._commands.addConnection(StubConnection())
         self.assertEqual(self.changes, [])
@@ -121,3 +124,94 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual(self.changes, ["up"])
         self.link._received("p:chat", "hello")
         self.assertEqual(received, ["hello"])
+
+
+class AnsweringConnection(StubConnection):
+    """
+    A connection whose C{incrby} gets the answer a test sets.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer: Deferred[int] = Deferred()
+
+    def incrby(self, key: str, amount: int) -> Deferred[int]:
+        answer, self.answer = self.answer, Deferred()
+        return answer
+
+
+class FaultAccountingTests(SynchronousTestCase):
+    """
+    Error replies and unusable messages: counted for /metrics, logged once
+    per run or once a second, never raised into txredisapi.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.link = RedisLink(RedisAddress("h"), self.reactor, "p")
+        self.connection = AnsweringConnection()
+        self.link._commands.addConnection(self.connection)
+        self.events = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+
+    def warnings(self) -> list[str]:
+        return [
+            formatEvent(event)
+            for event in self.events
+            if event["log_level"] == LogLevel.warn
+        ]
+
+    def test_aRunOfErrorRepliesIsCountedAndLoggedOnce(self) -> None:
+        for _ in range(3):
+            answer = self.connection.answer
+            taking = self.link.incrby("k", 1)
+            answer.errback(txredisapi.ResponseError("OOM command not allowed"))
+            self.failureResultOf(taking, txredisapi.ResponseError)
+        self.assertTrue(self.link.failing)
+        self.assertEqual(self.link.errors, {"incrby": 3})
+        [warning] = self.warnings()
+        self.assertIn("INCRBY with an error: OOM command not allowed", warning)
+        answer = self.connection.answer
+        taking = self.link.incrby("k", 1)
+        answer.callback(7)
+        self.assertEqual(self.successResultOf(taking), 7)
+        self.assertFalse(self.link.failing)
+
+    def test_noAnswerIsNotAnErrorReply(self) -> None:
+        answer = self.connection.answer
+        taking = self.link.incrby("k", 1)
+        answer.errback(TimeoutError())
+        self.failureResultOf(taking, TimeoutError)
+        self.assertFalse(self.link.failing)
+        self.assertEqual(self.link.errors, {})
+
+    def test_badMessagesAreCountedAndLoggedAtMostOnceASecond(self) -> None:
+        for _ in range(50):
+            self.link.badMessage("p:room", "not JSON")
+        self.assertEqual(self.link.badMessages, 50)
+        self.assertEqual(len(self.warnings()), 1)
+        self.reactor.advance(BAD_MESSAGE_LOG_INTERVAL)
+        self.assertEqual(len(self.warnings()), 2)
+        self.assertIn("dropped 49 message(s) on p:room", self.warnings()[1])
+        self.reactor.advance(BAD_MESSAGE_LOG_INTERVAL)
+        self.assertEqual(len(self.warnings()), 2)
+
+    def test_aReceiverThatRaisesDoesNotReachTxredisapi(self) -> None:
+        """
+        An exception raised into txredisapi's reply parser would garble the
+        replies after it: the link catches, logs and counts it.
+        """
+        received: list[object] = []
+
+        def receive(message: object) -> None:
+            received.append(message)
+            raise ValueError("a bug")
+
+        self.link.subscribe("p:room", receive)
+        self.link._received("p:room", "one")
+        self.link._received("p:room", "two")
+        self.assertEqual(received, ["one", "two"])
+        self.assertEqual(self.link.badMessages, 2)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)

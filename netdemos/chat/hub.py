@@ -16,7 +16,9 @@ C{/who} and nick uniqueness have one source of truth.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -25,6 +27,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
+
+from netdemos.chat.lines import DEFAULT_MAX_LINE, cleanText
 
 if TYPE_CHECKING:
     # Only its type: txredisapi imports the reactor, and only --redis needs it.
@@ -321,6 +325,123 @@ return 1
 # A line (its text), or a presence change ({"t": "join", ...}).
 Event = str | dict[str, Any]
 
+# After a write the room needs fails while the link stays up (Redis full, a
+# key of the wrong type, a script error), try to join again this often.
+RETRY_INTERVAL = 1.0
+
+# What a name may be, as read from Redis: a nick (letters, digits, _ and -),
+# an address (digits, hex, '.', ':', '[', ']', '%' for a scope) or local-N.
+_NAME = re.compile(r"[\w.:%\[\]-]{1,100}", re.ASCII)
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# How a departure is explained ("left", "left (lost with its server)"...).
+MAX_WHY = 100
+# A line is "<NAME> TEXT": the longest a member may say, and its name.
+LINE_OVERHEAD = 100 + 3
+
+
+class BadMessageError(ValueError):
+    """
+    A message read from the room's channel that netdemos did not write: the
+    message says what is wrong with it.
+    """
+
+
+@dataclass(frozen=True)
+class Batch:
+    """
+    One instance's events of one turn, as read from the room's channel.
+
+    @ivar origin: the instance that published it.
+    @ivar sequence: its number among that instance's batches, or 0 for a
+        batch a script published (presence, reaping).
+    """
+
+    origin: str
+    sequence: int
+    events: list[Event]
+
+
+def parseBatch(message: object, maxLine: int = DEFAULT_MAX_LINE) -> Batch:
+    """
+    Read a message from the room's channel as a L{Batch}, checking every part
+    of it: Redis may be shared with other programs, and anyone who can
+    publish there could otherwise forge presence or send control characters
+    to every member.  Lines are cleaned as lines from a socket are.
+
+    @param maxLine: the longest line a member may say, in bytes.
+    @raise BadMessageError: if it is not one netdemos could have written.
+    """
+    if not isinstance(message, str):
+        raise BadMessageError(f"not text but {type(message).__name__}")
+    try:
+        batch = json.loads(message)
+    except ValueError:
+        raise BadMessageError("not JSON") from None
+    if not isinstance(batch, dict):
+        raise BadMessageError("not a JSON object")
+    origin, sequence, events = batch.get("i"), batch.get("s"), batch.get("e")
+    if not isinstance(origin, str) or not _INSTANCE.fullmatch(origin):
+        raise BadMessageError("no valid instance name")
+    if type(sequence) is not int or sequence < 0:
+        raise BadMessageError("no valid sequence number")
+    if not isinstance(events, list) or not events:
+        raise BadMessageError("no events")
+    longest = maxLine + LINE_OVERHEAD
+    return Batch(origin, sequence, [_event(each, longest) for each in events])
+
+
+def _event(event: object, longest: int) -> Event:
+    if isinstance(event, str):
+        if len(event.encode("utf-8", "replace")) > longest:
+            raise BadMessageError("a line too long")
+        return cleanText(event)
+    if not isinstance(event, dict):
+        raise BadMessageError("an event that is neither a line nor an object")
+    kind = event.get("t")
+    if kind in ("join", "join-refused"):
+        name = _name(event.get("n"))
+        return {"t": kind, "n": name, "f": name.casefold()}
+    if kind in ("rename", "rename-refused"):
+        name, old = _name(event.get("n")), _name(event.get("o"))
+        return {
+            "t": kind,
+            "n": name,
+            "f": name.casefold(),
+            "o": old,
+            "of": old.casefold(),
+        }
+    if kind == "leave":
+        name = _name(event.get("n"))
+        return {"t": kind, "n": name, "f": name.casefold(), "w": _why(event)}
+    if kind == "sync":
+        return {"t": kind, "names": _names(event)}
+    if kind == "gone":
+        return {"t": kind, "names": _names(event), "w": _why(event)}
+    raise BadMessageError(f"an event of no known kind ({str(kind)[:20]!r})")
+
+
+def _name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise BadMessageError("an event without a valid name")
+    return name
+
+
+def _why(event: dict[str, Any]) -> str:
+    why = event.get("w")
+    if not isinstance(why, str) or not why or len(why) > MAX_WHY:
+        raise BadMessageError("a departure without a valid reason")
+    return cleanText(why)
+
+
+def _names(event: dict[str, Any]) -> list[str]:
+    # Lua's cjson encodes an empty list as {}.
+    names = event.get("names")
+    if names == {}:
+        return []
+    if not isinstance(names, list):
+        raise BadMessageError("an event without a list of names")
+    return [_name(each) for each in names]
+
 
 @implementer(IHub)
 class RedisHub:
@@ -332,12 +453,20 @@ class RedisHub:
     claims or gives up names); every instance, this one included, acts on
     them only when Redis delivers them, so all see one order.
 
-    While the link is down the instance is a room of its own: events are
-    heard at once, as with a L{LocalHub}, and the members are told they are
-    cut off.  When it is back, the instance registers its members again,
-    reads who is on the others, and tells its members the room is whole.
-    What was sent but not heard back when the link went down is heard
-    locally then, and never again: nothing is delivered twice.
+    While the link is down, or Redis refuses the writes the room needs
+    (full, a key of the wrong type, a failing script), the instance is a room
+    of its own: events are heard at once, as with a L{LocalHub}, and the
+    members are told they are cut off.  When writes succeed again, the
+    instance registers its members again, resolving any name another
+    instance took meanwhile, reads who is on the others, and tells its
+    members the room is whole.  What was sent but not heard back when it was
+    cut off is heard locally then, and never again: nothing is delivered
+    twice.  An instance the others took for dead (paused longer than
+    L{PRESENCE_TTL}) finds out from its next heartbeat, or from hearing its
+    own departure, and joins again the same way.
+
+    Everything read from the channel is checked (L{parseBatch}); what does
+    not parse is dropped and counted, never acted on.
 
     @ivar whole: connected to the room across instances, and in sync with it.
     """
@@ -349,6 +478,7 @@ class RedisHub:
         instance: str,
         heartbeat: float = HEARTBEAT_INTERVAL,
         ttl: float = PRESENCE_TTL,
+        maxLine: int = DEFAULT_MAX_LINE,
     ) -> None:
         self.link = link
         self.clock = clock
@@ -365,6 +495,9 @@ class RedisHub:
         # The batches sent and not yet heard back, by sequence number.
         self._unheard: dict[int, list[Event]] = {}
         self._cutOff = False
+        self._maxLine = maxLine
+        self._retryCall: IDelayedCall | None = None
+        self._closed = False
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
         self._heartbeatInterval = heartbeat
@@ -419,8 +552,10 @@ class RedisHub:
         return len(self._presence)
 
     def close(self) -> None:
+        self._closed = True
         if self._heartbeat.running:
             self._heartbeat.stop()
+        self._cancelRetry()
         if self.link.up:
             self._evaluate(UNREGISTER_SCRIPT)
 
@@ -452,31 +587,36 @@ class RedisHub:
         sending.addErrback(self._notSent, self._sequence)
 
     def _notSent(self, reason: Failure, sequence: int) -> None:
-        # Heard here, once, since it may never come back from Redis.
-        events = self._unheard.pop(sequence, None)
-        if events is None:
-            return
+        if sequence not in self._unheard:
+            return  # heard already, when the link went down
+        # Refused (or unanswered) while the link is up: cut off until a
+        # write succeeds; what was sent is heard here, once.
         log.warn("chat: could not publish to Redis: {reason}", reason=reason.value)
-        for event in events:
-            self._hear(event, self.instance)
+        self._fallApart()
+        self._retrySoon()
 
     def _evaluate(self, script: str, *args: Any) -> Deferred[Any]:
         return self.link.evaluate(script, [self.link.prefix], [self.instance, *args])
 
     # What Redis delivers
 
-    def _received(self, message: str) -> None:
+    def _received(self, message: object) -> None:
+        try:
+            batch = parseBatch(message, self._maxLine)
+        except BadMessageError as e:
+            self.link.badMessage(self.channel, str(e))
+            return
         if not self.whole:
             # Cut off, or catching up: what was published meanwhile is not
             # for this instance's members, who heard their own events at once.
             return
-        batch = json.loads(message)
-        origin = batch["i"]
-        if origin == self.instance and batch["s"]:
-            if self._unheard.pop(batch["s"], None) is None:
+        if batch.origin == self.instance and batch.sequence:
+            if self._unheard.pop(batch.sequence, None) is None:
                 return  # heard already, when it could not be sent
-        for event in batch["e"]:
-            self._hear(event, origin)
+        for event in batch.events:
+            self._hear(event, batch.origin)
+            if not self.whole:
+                return  # taken for dead: the rest is for after joining again
 
     def _hear(self, event: Event, origin: str) -> None:
         """
@@ -505,12 +645,16 @@ class RedisHub:
             room.nameRefused(event["n"], previous)
         elif kind == "sync" and origin != self.instance:
             self._forgetInstance(origin)
-            for name in _names(event):
+            for name in event["names"]:
                 self._presence[name.casefold()] = (name, origin)
         elif kind == "gone" and origin != self.instance:
             self._forgetInstance(origin)
-            for name in _names(event):
+            for name in event["names"]:
                 room.left(name, event["w"], self.count() + 1)
+        elif kind == "gone" and event["names"]:
+            # Another instance took this one for dead and said its members
+            # left: they did not, so join again.
+            self._rejoin()
 
     def _forget(self, folded: str, instance: str) -> None:
         if self._presence.get(folded, ("", ""))[1] == instance:
@@ -537,8 +681,9 @@ class RedisHub:
         registering.addCallbacks(self._registered, self._registerFailed)
 
     def _registered(self, result: Sequence[Any]) -> None:
-        if not self.link.up:
+        if not self.link.up or self.whole or self._closed:
             return
+        self._cancelRetry()
         refused, others = result
         for position in range(0, len(others), 2):
             instance, names = others[position], others[position + 1]
@@ -561,23 +706,64 @@ class RedisHub:
         )
 
     def _registerFailed(self, reason: Failure) -> None:
-        # The link drops a Redis that stops answering, and comes up again.
-        log.warn("chat: cannot join the room on Redis: {reason}", reason=reason.value)
+        # The link drops a Redis that stops answering, and comes up again;
+        # one that answers with an error is asked again.
+        log.debug("chat: cannot join the room on Redis: {reason}", reason=reason)
+        self._retrySoon()
+
+    def _retrySoon(self) -> None:
+        if self._retryCall is None and self.link.up and not self._closed:
+            self._retryCall = self.clock.callLater(RETRY_INTERVAL, self._retry)
+
+    def _retry(self) -> None:
+        self._retryCall = None
+        if self.link.up and not self.whole:
+            self._register()
+
+    def _cancelRetry(self) -> None:
+        if self._retryCall is not None and self._retryCall.active():
+            self._retryCall.cancel()
+        self._retryCall = None
 
     def _beat(self) -> None:
         beating = self._evaluate(HEARTBEAT_SCRIPT, int(self._ttl * 1000))
-        beating.addCallbacks(self._beaten, lambda _: None)
+        beating.addCallbacks(self._beaten, self._notBeaten)
 
     def _beaten(self, result: int) -> None:
         if result == -1 and self.link.up:
-            # Taken for dead (a long pause?): join again, as after a cut.
-            log.warn(
-                "chat: {instance} was taken for dead; joining again",
-                instance=self.instance,
-            )
-            self._register()
+            self._rejoin()
+
+    def _notBeaten(self, reason: Failure) -> None:
+        # Unrenewed, this instance's presence will expire and the others will
+        # say its members left: cut off until Redis takes writes again.
+        if self.link.up:
+            log.warn("chat: could not renew presence: {reason}", reason=reason.value)
+            self._fallApart()
+            self._retrySoon()
+
+    def _rejoin(self) -> None:
+        """
+        The others took this instance for dead (a long pause?) and its
+        members for gone: stop delivering what they said since, which
+        assumed so, and join again, as after a cut.
+        """
+        if self._closed:
+            return  # its own goodbye, as it stops
+        log.warn(
+            "chat: {instance} was taken for dead; joining again",
+            instance=self.instance,
+        )
+        self._fallApart()
+        self._register()
 
     def _linkDown(self) -> None:
+        self._cancelRetry()
+        self._fallApart()
+
+    def _fallApart(self) -> None:
+        """
+        Be a room of this instance's own until it can join again.
+        """
         if self._heartbeat.running:
             self._heartbeat.stop()
         if not self.whole:
@@ -604,9 +790,3 @@ class RedisHub:
         for event in pending:
             self._hear(event, self.instance)
         self.room.linkChanged(False, self.count())
-
-
-def _names(event: dict[str, Any]) -> list[str]:
-    # Lua's cjson encodes an empty list as {}.
-    names = event.get("names")
-    return list(names) if isinstance(names, list) else []

@@ -5,6 +5,9 @@ line of what must not reach another user's terminal.
 
 from __future__ import annotations
 
+# The longest line a member may send, in bytes, unless --max-line says.
+DEFAULT_MAX_LINE = 4096
+
 # C0 controls other than TAB, DEL, and the C1 controls: removed so that nobody
 # can move another user's cursor, clear their screen or retitle their terminal.
 # (U+0080-U+009F matter too: a UTF-8 terminal may act on U+009B as CSI.)
@@ -17,7 +20,15 @@ def clean(raw: bytes) -> str:
 
     Invalid UTF-8 becomes U+FFFD; control characters are removed.
     """
-    return raw.decode("utf-8", "replace").translate(_CONTROLS)
+    return cleanText(raw.decode("utf-8", "replace"))
+
+
+def cleanText(text: str) -> str:
+    """
+    Remove from C{text} the control characters L{clean} removes: for text
+    that arrives already decoded, as from Redis.
+    """
+    return text.translate(_CONTROLS)
 
 
 class LineBuffer:

@@ -34,7 +34,6 @@ from netdemos.chat.lines import clean
 from netdemos.chat.rate import TokenBucket
 from netdemos.chat.room import ChatRoom, IMember
 
-DEFAULT_MAX_LINE = 4096
 DEFAULT_BACKLOG = 1024 * 1024
 
 # Flood control: each member may send this many lines a second on average, and

@@ -21,11 +21,10 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemos.chat.lines import LineBuffer
+from netdemos.chat.lines import DEFAULT_MAX_LINE, LineBuffer
 from netdemos.chat.member import (
     DEFAULT_BACKLOG,
     DEFAULT_BURST,
-    DEFAULT_MAX_LINE,
     DEFAULT_RATE,
     DROP_GRACE_SECONDS,
     LINES_PER_TURN,

@@ -11,6 +11,7 @@ with a real redis-server (tests/test_e2e_redis.py).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,10 +25,19 @@ from netdemos.chat.hub import (
     REGISTER_SCRIPT,
     UNREGISTER_SCRIPT,
 )
-from netdemos.counting import RAISE_SCRIPT
+from netdemos.counting import RAISE_SCRIPT, TAKE_SCRIPT
 from netdemos.redis import IRedisLink, RedisUnavailableError
 
 Script = Callable[["FakeRedis", Sequence[str], Sequence[Any]], Any]
+
+
+def takeNumbers(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> int:
+    last = int(redis.store.get(keys[0], 0)) + int(args[0])
+    redis.store[keys[0]] = last
+    # A real Redis hands the number over as text, and txredisapi reads it as
+    # an int (it converts what looks like a number).
+    redis.publish(args[1], last)
+    return last
 
 
 def raiseCount(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> int:
@@ -154,9 +164,10 @@ class FakeRedis:
         self.clock = clock
         self.store: dict[str, Any] = {}
         self.links: list[FakeRedisLink] = []
-        self.published: list[tuple[str, str]] = []
+        self.published: list[tuple[str, object]] = []
         self.scripts: dict[str, Script] = {
             RAISE_SCRIPT: raiseCount,
+            TAKE_SCRIPT: takeNumbers,
             PUBLISH_SCRIPT: publishEvents,
             REGISTER_SCRIPT: register,
             HEARTBEAT_SCRIPT: heartbeat,
@@ -174,7 +185,7 @@ class FakeRedis:
         """
         self.store.clear()
 
-    def publish(self, channel: str, message: str) -> int:
+    def publish(self, channel: str, message: object) -> int:
         self.published.append((channel, message))
         receivers = [
             link._channels[channel]
@@ -192,6 +203,8 @@ class FakeRedisLink:
     One instance's link to a L{FakeRedis}.
 
     @ivar held: while true, commands get no reply until L{release}.
+    @ivar refusing: while set, every command is answered with this error, as
+        a full Redis answers writes.
     @ivar commands: every command sent, by name and arguments.
     """
 
@@ -199,11 +212,15 @@ class FakeRedisLink:
         self.redis = redis
         self.prefix = prefix
         self.up = False
+        self.failing = False
+        self.errors: Counter[str] = Counter()
+        self.badMessages = 0
+        self.refusing: Exception | None = None
         self.held = False
         self.commands: list[tuple[Any, ...]] = []
         self._pending: list[tuple[Deferred[Any], Callable[[], Any]]] = []
         self._watchers: list[tuple[Callable[[], object], Callable[[], object]]] = []
-        self._channels: dict[str, Callable[[str], object]] = {}
+        self._channels: dict[str, Callable[[object], object]] = {}
 
     def goUp(self) -> None:
         self.up = True
@@ -229,8 +246,11 @@ class FakeRedisLink:
     def watch(self, onUp: Callable[[], object], onDown: Callable[[], object]) -> None:
         self._watchers.append((onUp, onDown))
 
-    def subscribe(self, channel: str, received: Callable[[str], object]) -> None:
+    def subscribe(self, channel: str, received: Callable[[object], object]) -> None:
         self._channels[channel] = received
+
+    def badMessage(self, channel: str, why: str) -> None:
+        self.badMessages += 1
 
     def publish(self, channel: str, message: str) -> Deferred[int]:
         return self._command(
@@ -259,6 +279,11 @@ class FakeRedisLink:
         self.commands.append(command)
         if not self.up:
             return fail(RedisUnavailableError("no connection"))
+        if self.refusing is not None:
+            self.errors[command[0]] += 1
+            self.failing = True
+            return fail(self.refusing)
+        self.failing = False
         if self.held:
             waiting: Deferred[Any] = Deferred()
             self._pending.append((waiting, run))
