@@ -243,14 +243,12 @@ redis.call('PUBLISH', ARGV[2], last)
 return last
 """
 
-# Raise the count to at least ARGV[1], atomically; return the count.
+# Raise the count to at least ARGV[1], atomically; return the count.  It
+# always writes, so that a Redis that refuses writes (full) refuses it: the
+# counter is ready only once numbers can be had.
 RAISE_SCRIPT = """
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-local floor = tonumber(ARGV[1])
-if count < floor then
-  redis.call('SET', KEYS[1], floor)
-  count = floor
-end
+local count = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], count)
 return count
 """
 
@@ -398,7 +396,10 @@ class RedisCounter:
         # A Redis that stops answering is dropped by the link, which calls
         # _linkUp again once it is back; one that answers with errors is
         # asked again.  Not ready until then.
-        log.debug("http: cannot raise the count in Redis: {reason}", reason=reason)
+        log.debug(
+            "http: cannot raise the count in Redis: {reason}",
+            reason=reason.getErrorMessage(),
+        )
         self._retrySoon()
 
     def _retrySoon(self) -> None:

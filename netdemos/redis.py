@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import txredisapi
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -381,6 +381,10 @@ class _WatchedFactory(txredisapi.RedisFactory):
             replyTimeout=REPLY_TIMEOUT,
         )
         self.link = link
+        _ignoreFirstConnection(self)
+
+    def stopTrying(self) -> Deferred[None]:
+        return _keepTrying(self, self.link)
 
     def live(self) -> Any:
         """
@@ -429,11 +433,15 @@ class _WatchedSubscriberFactory(txredisapi.SubscriberFactory):
 
     def __init__(self, link: RedisLink, address: RedisAddress) -> None:
         super().__init__(isLazy=True)
+        _ignoreFirstConnection(self)
         self.link = link
         self.dbid = address.db
         self.password = address.password
         self.username = address.username
         self.subscribed = False
+
+    def stopTrying(self) -> Deferred[None]:
+        return _keepTrying(self, self.link)
 
     def addConnection(self, connection: Any) -> None:
         super().addConnection(connection)
@@ -452,3 +460,32 @@ class _WatchedSubscriberFactory(txredisapi.SubscriberFactory):
         super().delConnection(connection)
         self.subscribed = False
         self.link._changed()
+
+
+def _keepTrying(factory: txredisapi.RedisFactory, link: RedisLink) -> Deferred[None]:
+    """
+    What C{factory.stopTrying} does for a factory of C{link}: nothing while
+    the link runs.
+
+    txredisapi stops reconnecting for good when a new connection's C{AUTH}
+    or C{SELECT} fails, even for want of an answer within the reply timeout:
+    a Redis paused (or slow) just as the instance reconnects would leave the
+    instance without Redis until restarted.  netdemos closes that connection
+    (txredisapi does) and keeps trying, with backoff, until the link itself
+    is stopped.  C{tests/test_redis.py} checks this against the installed
+    txredisapi.
+    """
+    if link.running:
+        return succeed(None)
+    stopping: Deferred[None] = txredisapi.RedisFactory.stopTrying(factory)
+    return stopping
+
+
+def _ignoreFirstConnection(factory: txredisapi.RedisFactory) -> None:
+    """
+    txredisapi fires C{factory.deferred} with the first connection, or fails
+    it with the first error; netdemos follows the link's ups and downs
+    instead, so a first connection that fails is not an unhandled error.
+    """
+    if factory.deferred is not None:
+        factory.deferred.addErrback(lambda _: None)

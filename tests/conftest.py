@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from support.backbone import RedisServer
 from support.certificates import Certificate, makeCertificate
 from support.clients import Clients
 from support.process import Launcher
@@ -56,3 +57,11 @@ def clients(stack: ExitStack) -> Clients:
 @pytest.fixture
 def certificate(tmp_path: Path) -> Certificate:
     return makeCertificate(tmp_path / "tls")
+
+
+@pytest.fixture
+def redis(tmp_path: Path, stack: ExitStack) -> RedisServer:
+    """
+    A real redis-server of the test's own, on a free port; see L{RedisServer}.
+    """
+    return RedisServer(tmp_path, stack).start()

@@ -11,7 +11,11 @@ from support.redis import FakeRedis
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    MemoryReactorClock,
+    StringTransport,
+)
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -215,3 +219,32 @@ class FaultAccountingTests(SynchronousTestCase):
         self.assertEqual(received, ["one", "two"])
         self.assertEqual(self.link.badMessages, 2)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
+
+
+class ReconnectingTests(SynchronousTestCase):
+    """
+    txredisapi stops reconnecting for good when a new connection's SELECT
+    (or AUTH) fails; netdemos keeps trying while its link runs.  These drive
+    the installed txredisapi's own C{connectionMade}.
+    """
+
+    def selectFails(self, running: bool) -> bool:
+        """
+        Connect a command connection whose SELECT Redis refuses; return
+        whether its factory stopped reconnecting.
+        """
+        link = RedisLink(RedisAddress("h", db=3), MemoryReactorClock(), "p")
+        link.running = running
+        factory = link._commands
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertIn(b"SELECT", transport.value())
+        protocol.dataReceived(b"-ERR Not received Redis response in 1.0 seconds\r\n")
+        return bool(factory.stopped)
+
+    def test_aFailedSelectDoesNotStopReconnecting(self) -> None:
+        self.assertFalse(self.selectFails(running=True))
+
+    def test_aStoppedLinkStopsReconnecting(self) -> None:
+        self.assertTrue(self.selectFails(running=False))

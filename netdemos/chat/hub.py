@@ -193,6 +193,10 @@ PRESENCE_TTL = 10.0
 # publishes what it changed on the room's channel, in the same step, so that
 # every instance hears it in the same place among the room's events.  They
 # touch keys they compute from KEYS[1]: fine for one Redis, not for a cluster.
+# A script that would add to Redis begins with a command that does (ZADD,
+# HSET): a full Redis refuses a script's first such write, but lets through
+# the ones after a write that frees memory (DEL, HDEL), so the other order
+# would look like success to a Redis that refuses everything else.
 
 _LUA_COMMON = """
 local prefix, me = KEYS[1], ARGV[1]
@@ -227,10 +231,10 @@ for _, event in ipairs(batch.e) do
     if takenElsewhere(event.f) then
       event.t = event.t .. '-refused'
     else
+      redis.call('HSET', namesOf(me), event.f, event.n)
       if event.t == 'rename' and event.of ~= event.f then
         redis.call('HDEL', namesOf(me), event.of)
       end
-      redis.call('HSET', namesOf(me), event.f, event.n)
     end
   elseif event.t == 'leave' then
     redis.call('HDEL', namesOf(me), event.f)
@@ -250,8 +254,8 @@ REGISTER_SCRIPT = (
     + """
 local ttl = tonumber(ARGV[2])
 local at = now()
-redis.call('DEL', namesOf(me))
 redis.call('ZADD', instances, at + ttl, me)
+redis.call('DEL', namesOf(me))
 local kept, refused = {}, {}
 for i = 3, #ARGV, 2 do
   if takenElsewhere(ARGV[i]) then
@@ -644,9 +648,15 @@ class RedisHub:
                 self._presence[event["of"]] = (previous, origin)
             room.nameRefused(event["n"], previous)
         elif kind == "sync" and origin != self.instance:
+            # An instance joined again (after a cut, or taken for dead): its
+            # members who were said to have left are back.
+            before = set(self._presence)
             self._forgetInstance(origin)
             for name in event["names"]:
                 self._presence[name.casefold()] = (name, origin)
+            for name in event["names"]:
+                if name.casefold() not in before:
+                    room.joined(name, self.count(), False)
         elif kind == "gone" and origin != self.instance:
             self._forgetInstance(origin)
             for name in event["names"]:
@@ -708,7 +718,10 @@ class RedisHub:
     def _registerFailed(self, reason: Failure) -> None:
         # The link drops a Redis that stops answering, and comes up again;
         # one that answers with an error is asked again.
-        log.debug("chat: cannot join the room on Redis: {reason}", reason=reason)
+        log.debug(
+            "chat: cannot join the room on Redis: {reason}",
+            reason=reason.getErrorMessage(),
+        )
         self._retrySoon()
 
     def _retrySoon(self) -> None:

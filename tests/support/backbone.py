@@ -47,6 +47,12 @@ class RedisServer:
     A C{redis-server} of the test's own, without persistence: one that is
     killed and started again comes back empty, as a Redis restarted without
     AOF or RDB does.
+
+    It is also a fault injector, for what an operator's bad day does to
+    Redis: L{restartEmpty}, L{pause} and L{resume}, and through L{command}
+    C{DEBUG SLEEP}, C{CONFIG SET maxmemory} (see L{fill}), a key overwritten
+    with another type, C{SCRIPT FLUSH}, and anything published on a channel,
+    bytes included.
     """
 
     def __init__(self, workdir: Path, stack: ExitStack) -> None:
@@ -79,6 +85,9 @@ class RedisServer:
                     "no",
                     "--dir",
                     str(self.workdir),
+                    # For DEBUG SLEEP, from loopback only.
+                    "--enable-debug-command",
+                    "local",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -91,12 +100,13 @@ class RedisServer:
             time.sleep(0.02)  # a polling interval
         return self
 
-    def command(self, *words: str) -> bytes | None:
+    def command(self, *words: str | bytes) -> bytes | None:
         """
         Send one command; its raw reply, or L{None} if Redis is not there.
         """
-        request = b"*%d\r\n" % (len(words),) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(word.encode()), word.encode()) for word in words
+        encoded = [word.encode() if isinstance(word, str) else word for word in words]
+        request = b"*%d\r\n" % (len(encoded),) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(word), word) for word in encoded
         )
         try:
             with socket.create_connection((LOOPBACK, self.port), timeout=5) as client:
@@ -110,8 +120,51 @@ class RedisServer:
         SIGKILL it, as a crash would, and wait until it is gone.
         """
         if self.process is not None and self.process.poll() is None:
+            self.resume()
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
+
+    def restartEmpty(self) -> None:
+        """
+        Kill it and start it again on the same port, with nothing in it.
+        """
+        self.kill()
+        self.start()
+
+    def pause(self) -> None:
+        """
+        SIGSTOP it: connections stay open, and nothing is answered.
+        """
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def fill(self) -> None:
+        """
+        Make it refuse every write with an OOM error, as a Redis that reached
+        its C{maxmemory} with C{noeviction} does; L{drain} lifts it.
+        """
+        self.expect(b"+OK", "CONFIG", "SET", "maxmemory-policy", "noeviction")
+        self.expect(b"+OK", "CONFIG", "SET", "maxmemory", "1")
+
+    def drain(self) -> None:
+        self.expect(b"+OK", "CONFIG", "SET", "maxmemory", "0")
+
+    def publish(self, channel: str, message: str | bytes) -> int:
+        """
+        Publish C{message} on C{channel}, as any program with access could;
+        return how many subscribers got it.
+        """
+        reply = self.command("PUBLISH", channel, message)
+        assert reply is not None and reply.startswith(b":"), reply
+        return int(reply[1:])
+
+    def expect(self, wanted: bytes, *words: str | bytes) -> None:
+        reply = self.command(*words)
+        assert reply is not None and reply.startswith(wanted), (words, reply)
 
 
 class HAProxy:

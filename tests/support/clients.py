@@ -260,6 +260,29 @@ class ChatUser:
     def send(self, data: bytes) -> None:
         self.connection.sendall(data)
 
+    def who(self) -> list[str]:
+        """
+        Ask the room who is in it (C{/who}); return the names, sorted.
+        """
+        start = len(self.inbox.snapshot())
+        self.send(b"/who\n")
+        found = self.inbox.waitFor(
+            lambda line: line.startswith("* in the room ("), "the answer to /who", start
+        )
+        line = self.inbox.snapshot()[found]
+        return sorted(line.split(": ", 1)[1].split(", "))
+
+    def waitForCrowd(self, size: int, timeout: float = LINE_TIMEOUT) -> list[str]:
+        """
+        Ask C{/who} until the room holds C{size}, on whichever instances;
+        return the names.  Joins on other instances are heard in the order
+        Redis delivers them, not the order the clients connected in.
+        """
+        deadline = time.monotonic() + timeout
+        while len(names := self.who()) != size:
+            assert time.monotonic() < deadline, f"the room never held {size}: {names}"
+        return names
+
     def close(self) -> None:
         if self.collector is not None:
             self.collector.close()

@@ -32,6 +32,7 @@ from netdemos.testing import (
 )
 from support import EXIT_TIMEOUT, LINE_TIMEOUT
 from support.certificates import Certificate
+from support.clients import waitForReadiness
 
 # On SIGTERM twistd stops the service, then kills itself with the same signal,
 # so that its parent sees how it ended.
@@ -260,3 +261,26 @@ def runNetdemos(
     return runTwistd(
         workdir, [*twistdOptions, "netdemos", *serviceArguments(endpoints), *extra]
     )
+
+
+def redisInstance(
+    launcher: Launcher,
+    redis: Any,
+    name: str,
+    services: Sequence[str] = ("http", "chat"),
+    extra: Sequence[str] = (),
+) -> Netdemos:
+    """
+    Start an instance called C{name} on C{redis} (a L{RedisServer}), with
+    metrics and no chat flood control, and wait until it is in the room and
+    ready.
+    """
+    server = launcher.start(
+        services=services,
+        metrics=True,
+        extra=[f"--name={name}", f"--redis={redis.url}", "--chat-rate=0", *extra],
+    )
+    if "chat" in services:
+        server.waitUntilLogged(f"chat: {name} is in the room on Redis")
+    waitForReadiness(server.metricsPort, 200)
+    return server
