@@ -241,3 +241,44 @@ def test_anInstancePausedPastItsPresenceJoinsAgainWithoutTwins(
     amy.inbox.waitForLine("<local-1> who am I")
     amy.send(b"and I\n")
     bob.inbox.waitForLine("<alice> and I")
+
+
+# The Redis user the README suggests for netdemos: its own keys and channels
+# (under the default prefix), and only the commands it sends.
+ACL_RULES = (
+    "on >s3cret resetkeys ~netdemos:* resetchannels &netdemos:* -@all"
+    " +auth +hello +ping +select +eval +evalsha +publish +subscribe +time"
+    " +get +set +incrby +del +pexpire +zadd +zscore +zrange +zrangebyscore +zrem"
+    " +hset +hdel +hexists +hvals"
+)
+
+
+def test_aRedisUserLimitedToNetdemosIsEnough(
+    launcher: Launcher, redis: RedisServer, clients: Clients
+) -> None:
+    """
+    With the README's Redis user (a password; netdemos's keys, channels and
+    commands only) everything works: numbers, the room across instances.
+    """
+    redis.expect(b"+OK", "ACL", "SETUSER", "netdemos", *ACL_RULES.split())
+    redis.expect(b"+OK", "ACL", "SETUSER", "default", "off")
+    port = redis.port
+
+    class Restricted:
+        url = f"redis://netdemos:s3cret@127.0.0.1:{port}/0"
+
+    a, b = (redisInstance(launcher, Restricted, name) for name in ("a", "b"))
+    assert [n for n, _ in getNumbers(a.httpPort, 2) + getNumbers(b.httpPort, 2)] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    alice, bob = clients.chatUser(a.chatPort), clients.chatUser(b.chatPort)
+    alice.inbox.waitForLine(f"* {bob.name} joined (2 in the room)")
+    alice.send(b"/nick alice\nhi\n")
+    bob.inbox.waitForLine("<alice> hi")
+    assert bob.who() == sorted(["alice", bob.name])
+    for server in (a, b):
+        server.assertNoErrorsLogged()
+        assert "NOPERM" not in server.output()

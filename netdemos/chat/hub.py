@@ -191,16 +191,18 @@ PRESENCE_TTL = 10.0
 # and a hash "names:INSTANCE" of each one's members, casefolded name -> name.
 # Each runs atomically, so that two instances cannot both take a name, and
 # publishes what it changed on the room's channel, in the same step, so that
-# every instance hears it in the same place among the room's events.  They
-# touch keys they compute from KEYS[1]: fine for one Redis, not for a cluster.
+# every instance hears it in the same place among the room's events.  Each
+# is given the instances key and this instance's names key; it reaches the
+# other instances' names keys through the first (fine for one Redis; a
+# cluster would need them in one hash slot, which netdemos does not arrange).
 # A script that would add to Redis begins with a command that does (ZADD,
 # HSET): a full Redis refuses a script's first such write, but lets through
 # the ones after a write that frees memory (DEL, HDEL), so the other order
 # would look like success to a Redis that refuses everything else.
 
 _LUA_COMMON = """
-local prefix, me = KEYS[1], ARGV[1]
-local instances = prefix .. ':room:instances'
+local instances, me = KEYS[1], ARGV[1]
+local prefix = string.sub(instances, 1, -string.len(':room:instances') - 1)
 local channel = prefix .. ':room'
 local function namesOf(instance) return prefix .. ':room:names:' .. instance end
 local function now()
@@ -600,7 +602,13 @@ class RedisHub:
         self._retrySoon()
 
     def _evaluate(self, script: str, *args: Any) -> Deferred[Any]:
-        return self.link.evaluate(script, [self.link.prefix], [self.instance, *args])
+        # The keys it names (another instance's names are found through the
+        # first), so that a Redis user limited to PREFIX:* may run it.
+        keys = [
+            f"{self.link.prefix}:room:instances",
+            f"{self.link.prefix}:room:names:{self.instance}",
+        ]
+        return self.link.evaluate(script, keys, [self.instance, *args])
 
     # What Redis delivers
 

@@ -53,7 +53,9 @@ class RoomKeys:
 
     def __init__(self, redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]):
         self.redis = redis
-        self.prefix, self.me = keys[0], args[0]
+        self.prefix = keys[0].removesuffix(":room:instances")
+        self.me = args[0]
+        assert keys[1] == f"{self.prefix}:room:names:{self.me}", keys
         self.channel = f"{self.prefix}:room"
         self.instances: dict[str, float] = redis.store.setdefault(
             f"{self.prefix}:room:instances", {}
