@@ -1,11 +1,14 @@
 """
 The scale-out benchmarks (issue 9): netdemos on Redis against netdemos alone.
 
-C{python -m bench.scaleout [--rounds N] [--seconds S]} needs C{redis-server}
-(and C{wrk}, else the bench's own HTTP client).  Like C{python -m bench}, the
-servers (netdemos, Redis, the naive room) are pinned to CPU 0 and the
-generator to CPU 1, and the targets alternate round after round.  It prints a
-markdown table:
+C{python -m bench.scaleout [--rounds N] [--seconds S] [--free]
+[--baseline PATH]} needs C{redis-server} (and C{wrk}, else the bench's own
+HTTP client).  Like C{python -m bench}, the servers (netdemos, Redis, the
+naive room) are pinned to CPU 0 and the generator to CPU 1, unless C{--free}
+leaves every process free to use every core, as C{netdemos@.service} runs
+them; the targets alternate round after round.  C{--baseline} adds the
+netdemos of another tree (a checkout of an earlier main) to the HTTP and
+two-instance rounds.  It prints a markdown table:
 
   - the HTTP counter with C{--redis} against the in-process counter;
   - chat fan-out, 200 clients and 4 senders: two instances on one Redis
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from bench import loads, servers
 from bench.servers import Server
@@ -74,15 +78,16 @@ class Redis:
             self.process.wait()
 
 
-def netdemosOn(redis: Redis | None, name: str) -> Server:
+def netdemosOn(redis: Redis | None, name: str, source: Path | None = None) -> Server:
     """
     netdemos with all services, on C{redis} if given, waiting until it serves
-    and, on Redis, until it is in the room.
+    and, on Redis, until it is in the room.  C{source}: a directory holding
+    the C{netdemos} to run instead of the installed one.
     """
     options = ["--chat-rate=0", f"--name={name}"]
     if redis is not None:
         options.append(f"--redis={redis.url}")
-    server = servers.startNetdemos(name=name, options=lambda: options)
+    server = servers.startNetdemos(name=name, source=source, options=lambda: options)
     server.secondsUntilListening()
     if redis is not None:
         deadline = time.monotonic() + 15
@@ -218,7 +223,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scaleout")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--free", action="store_true", help="pin nothing")
+    parser.add_argument("--baseline", type=Path, help="a tree to compare with")
     args = parser.parse_args()
+    if args.free:
+        servers.runFree()
     servers.pinToGeneratorCPU()
     redis = Redis()
     redis.start()
@@ -248,6 +257,16 @@ def main() -> None:
                 [lambda: netdemosOn(None, "h")],
                 lambda s: loads.httpLoad()(s[0], args.seconds)["rate"],
             ),
+            **(
+                {}
+                if args.baseline is None
+                else {
+                    "redis, baseline": withServers(
+                        [lambda: netdemosOn(redis, "h", args.baseline)],
+                        lambda s: loads.httpLoad()(s[0], args.seconds)["rate"],
+                    )
+                }
+            ),
         },
     )
     chat = alternate(
@@ -260,6 +279,21 @@ def main() -> None:
             "one": withServers(
                 [lambda: netdemosOn(None, "one")],
                 lambda s: fanOut([s[0].port("chat")], args.seconds),
+            ),
+            **(
+                {}
+                if args.baseline is None
+                else {
+                    "two, baseline": withServers(
+                        [
+                            lambda: netdemosOn(redis, "a", args.baseline),
+                            lambda: netdemosOn(redis, "b", args.baseline),
+                        ],
+                        lambda s: fanOut(
+                            [each.port("chat") for each in s], args.seconds
+                        ),
+                    )
+                }
             ),
             "naive": withServers(
                 [lambda: accepting(servers.startBaseline("chat"))],
@@ -305,6 +339,18 @@ def main() -> None:
         f"| Redis back, empty | room whole again | median {median(whole):.2f} s,"
         f" worst {max(whole):.2f} s | | | < 2 s {'✓' if max(whole) < 2 else '✗'} |"
     )
+    if args.baseline is not None:
+        before = median(http["redis, baseline"])
+        rows.append(
+            f"| HTTP with --redis | requests/s | {median(http['redis']):,.0f}"
+            f" | {before:,.0f} baseline | {median(http['redis']) / before:.2f} | |"
+        )
+        before = median(chat["two, baseline"])
+        rows.append(
+            f"| chat fan-out on two instances | lines delivered/s | {two:,.0f}"
+            f" | {before:,.0f} baseline | {two / before:.2f} | |"
+        )
+    print(f"servers {'free on every core' if args.free else 'pinned to CPU 0'}\n")
     print("| load | metric | measured | against | ratio | target |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

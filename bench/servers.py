@@ -48,8 +48,21 @@ def logDirectory() -> Path:
     return _LOGS
 
 
+# Whether servers and generator are pinned to cores of their own; a bench
+# that runs servers as systemd does turns it off (L{runFree}).
+_pinning = True
+
+
+def runFree() -> None:
+    """
+    Pin nothing from now on: servers and generator share every core.
+    """
+    global _pinning
+    _pinning = False
+
+
 def canPin() -> bool:
-    return len(os.sched_getaffinity(0)) > 1
+    return _pinning and len(os.sched_getaffinity(0)) > 1
 
 
 def pinToServerCPU(pid: int) -> None:
