@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
@@ -243,14 +244,22 @@ redis.call('PUBLISH', ARGV[2], last)
 return last
 """
 
-# Raise the count to at least ARGV[1], atomically; return the count.  It
-# always writes, so that a Redis that refuses writes (full) refuses it: the
-# counter is ready only once numbers can be had.
+# Raise the count to at least ARGV[1], atomically; return the count, and 1
+# if there was a count at all (0: Redis is empty).  It always writes, so that
+# a Redis that refuses writes (full) refuses it: the counter is ready only
+# once numbers can be had.
 RAISE_SCRIPT = """
-local count = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
+local found = redis.call('GET', KEYS[1])
+local count = math.max(tonumber(found or '0'), tonumber(ARGV[1]))
 redis.call('SET', KEYS[1], count)
-return count
+return {count, found and 1 or 0}
 """
+
+# A Redis found empty on a reconnection lost its count: the instances that
+# handed out the latest numbers raise it as they reconnect, within about a
+# second (the link's longest reconnection delay).  Wait that long, then raise
+# again, before serving; see the README for the window that is left.
+EMPTY_REDIS_GRACE = 1.0
 
 # After a failed command, try again this often until Redis answers (it may
 # be full, or a script may fail, while the connection stays up).
@@ -303,6 +312,7 @@ class RedisCounter:
         self._waiting: list[Deferred[int]] = []
         self._takeCall: IDelayedCall | None = None
         self._retryCall: IDelayedCall | None = None
+        self._countedBefore = False
         link.subscribe(self.channel, self._heard)
         link.watch(self._linkUp, self._linkDown)
 
@@ -382,9 +392,23 @@ class RedisCounter:
         raising.addTimeout(self._answerTimeout, self._clock)
         raising.addCallbacks(self._raised, self._raiseFailed)
 
-    def _raised(self, count: object) -> None:
+    def _raised(self, result: Sequence[int]) -> None:
         if not self._link.up or self.ready:
             return
+        count, found = result
+        if self._countedBefore and not found:
+            # Emptied since this instance last counted: give the others that
+            # counted further a moment to raise it too.
+            log.warn(
+                "http: Redis lost the count; raised to {count}, serving again"
+                " in {grace} s once every instance has raised it",
+                count=count,
+                grace=EMPTY_REDIS_GRACE,
+            )
+            if self._retryCall is None:
+                self._retryCall = self._clock.callLater(EMPTY_REDIS_GRACE, self._retry)
+            return
+        self._countedBefore = True
         self.ready = True
         log.info(
             "http: counting in Redis at {key}, from {count}",

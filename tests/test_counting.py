@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from netdemos.counting import (
     ANSWER_TIMEOUT,
+    EMPTY_REDIS_GRACE,
     MAX_COUNT,
     RETRY_INTERVAL,
     TAKE_SCRIPT,
@@ -270,8 +271,11 @@ class RedisCounterTests(SynchronousTestCase):
         self.link.goUp()
         self.assertFalse(self.counter.ready)
         self.link.release()
-        self.assertTrue(self.counter.ready)
         self.link.held = False
+        # Found empty: the others get a moment to raise it further.
+        self.assertFalse(self.counter.ready)
+        self.clock.advance(EMPTY_REDIS_GRACE)
+        self.assertTrue(self.counter.ready)
         self.assertEqual(self.take(1), [6])
 
     def test_anEmptyRedisIsRaisedToTheHighestNumberAnyInstanceHandedOut(
@@ -296,6 +300,41 @@ class RedisCounterTests(SynchronousTestCase):
         bLink.goDown()
         self.redis.flush()
         self.link.goUp()
+        self.clock.advance(EMPTY_REDIS_GRACE)
+        self.assertTrue(a.ready)
+        self.assertEqual(self.take(1), [13])
+
+    def test_anEmptyRedisWaitsForTheInstancesThatCountedFurther(self) -> None:
+        """
+        B's latest numbers never reached A (Redis died between answering B
+        and telling A), then Redis comes back empty and A reconnects first:
+        A waits L{EMPTY_REDIS_GRACE} before serving, and B, reconnecting
+        meanwhile, raises the count to its own highest; A goes on above it.
+        """
+        a = self.counter
+        bLink = self.redis.link(prefix="t")
+        b = RedisCounter(bLink, self.clock)
+        self.link.goUp()
+        bLink.goUp()
+        self.assertEqual(self.take(2), [1, 2])
+        self.clock.advance(0)
+        hear = self.link._channels["t:count"]
+        self.link._channels["t:count"] = lambda message: None
+        taking = [b.next() for _ in range(10)]
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.assertEqual([self.successResultOf(each) for each in taking][-1], 12)
+        self.assertEqual(a.highest, 2)
+        self.link._channels["t:count"] = hear
+        self.link.goDown()
+        bLink.goDown()
+        self.redis.flush()
+        self.link.goUp()
+        self.assertFalse(a.ready)
+        self.clock.advance(EMPTY_REDIS_GRACE / 2)
+        bLink.goUp()
+        self.assertTrue(b.ready)
+        self.clock.advance(EMPTY_REDIS_GRACE / 2)
         self.assertTrue(a.ready)
         self.assertEqual(self.take(1), [13])
 

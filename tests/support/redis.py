@@ -40,10 +40,11 @@ def takeNumbers(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> i
     return last
 
 
-def raiseCount(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> int:
+def raiseCount(redis: FakeRedis, keys: Sequence[str], args: Sequence[Any]) -> list[int]:
+    found = keys[0] in redis.store
     count = max(int(redis.store.get(keys[0], 0)), int(args[0]))
     redis.store[keys[0]] = count
-    return count
+    return [count, int(found)]
 
 
 class RoomKeys:
