@@ -304,6 +304,7 @@ class WebSite(GuardedSite):
         super().__init__(
             root,
             headerTimeout=headerTimeout,
+            instance=chat.instance,
             connections=connections,
             timeout=DEFAULT_IDLE_TIMEOUT,
             reactor=clock,
