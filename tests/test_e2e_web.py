@@ -407,6 +407,42 @@ def test_everyWebResponseNamesItsInstance(launcher: Launcher, clients: Clients) 
     assert b"\r\nX-Served-By: web-1\r\n" in answer, answer
 
 
+def test_badHandshakesAreRefusedAndCountedNotLogged(launcher: Launcher) -> None:
+    """
+    One kept-alive connection sends 300 upgrade requests without
+    C{Sec-WebSocket-Key}: each gets 400, each is counted as a refused
+    handshake, and the log does not grow by a line for each.
+    """
+    server = launcher.start(services=["web"], metrics=True)
+    before = len(server.output().splitlines())
+    request = (
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with connect(server.webPort) as client:
+        client.sendall(request * 300)
+        answers = b""
+        deadline = time.monotonic() + LINE_TIMEOUT
+        while answers.count(b"HTTP/1.1 400 ") < 300:
+            assert time.monotonic() < deadline, answers[-300:]
+            client.settimeout(max(deadline - time.monotonic(), 0.01))
+            chunk = client.recv(65536)
+            assert chunk, answers[-300:]
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 ") == 300
+    samples = scrapeMetrics(server.metricsPort)
+    assert (
+        sample(
+            samples,
+            "netdemos_http_requests_refused_total",
+            service="web",
+            reason="handshake",
+        )
+        == 300
+    )
+    assert len(server.output().splitlines()) - before < 10, server.output()[-2000:]
+
+
 def test_foreignOriginGets403(launcher: Launcher) -> None:
     """
     A page from another site cannot open C{/chat} or C{/echo} (403); the
