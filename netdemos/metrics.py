@@ -41,6 +41,7 @@ from netdemos.counter import (
 from netdemos.descriptors import ADMIN_MAX_CONNECTIONS
 from netdemos.echo import EchoFactory
 from netdemos.lifecycle import NetdemosService
+from netdemos.web import WEB_REFUSALS
 
 
 class NetdemosCollector(Collector):
@@ -102,13 +103,19 @@ class NetdemosCollector(Collector):
                 "HTTP requests answered by this process.",
                 value=http.counterResource.requestsServed,
             )
-            refused = CounterMetricFamily(
-                "netdemos_http_requests_refused",
-                "HTTP requests refused before they were served.",
-                labels=["reason"],
-            )
-            for reason in REFUSAL_REASONS:
-                refused.add_metric([reason], http.refused[reason])
+        # The counter's refusals, and the web site's (whose WebSocket
+        # handshakes may fail too).
+        refused = CounterMetricFamily(
+            "netdemos_http_requests_refused",
+            "HTTP requests refused before they were served.",
+            labels=["service", "reason"],
+        )
+        for name, reasons in (("http", REFUSAL_REASONS), ("web", WEB_REFUSALS)):
+            site = factories.get(name)
+            if isinstance(site, GuardedSite):
+                for reason in reasons:
+                    refused.add_metric([name, reason], site.refused[reason])
+        if refused.samples:
             yield refused
         chat = factories.get("chat")
         if isinstance(chat, ChatFactory):

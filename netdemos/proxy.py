@@ -13,8 +13,10 @@ valid header in time is closed, and counted.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -26,7 +28,11 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 
-# Twisted exports only proxyEndpoint(); the wrapper is what it builds.
+# Twisted exports only proxyEndpoint(); the wrapper is what it builds, and
+# the v1 parser, its exception and its result are what the wrapper uses.
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._info import ProxyInfo
+from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._wrapper import (
     HAProxyProtocolWrapper,
     HAProxyWrappingFactory,
@@ -39,6 +45,74 @@ PREFIX = "haproxy:"
 # A balancer sends the header with the connection, in its first packet; a
 # client that has sent none after this long is not a balancer.
 HEADER_TIMEOUT = 5.0
+
+
+# The longest v1 header the spec allows, CR LF included.
+MAX_V1_HEADER = 107
+
+# The address families of a v1 header: how to check an address, and what
+# Twisted calls one.
+_V1_FAMILIES: dict[str, tuple[Any, Any]] = {
+    "TCP4": (ipaddress.IPv4Address, IPv4Address),
+    "TCP6": (ipaddress.IPv6Address, IPv6Address),
+}
+
+
+class StrictV1Parser(V1Parser):
+    """
+    Twisted's PROXY v1 parser, held to the spec (haproxy's proxy-protocol.txt,
+    2.1): a header of at most 107 bytes, in ASCII; C{PROXY UNKNOWN}, with or
+    without more on the line, for a connection the balancer cannot describe
+    (a UNIX socket, a health check), served with the balancer's own address;
+    otherwise two addresses of the declared family and two ports from 0 to
+    65535, in decimal.
+
+    Twisted's own takes any text as an address (which reached the chat as a
+    member's name, control characters and all), raises a bare C{ValueError}
+    on a port that is not a number, and refuses C{PROXY UNKNOWN} without a
+    space after it.
+    """
+
+    def feed(self, data: bytes) -> tuple[ProxyInfo, bytes] | tuple[None, None]:
+        self.buffer += data
+        end = self.buffer.find(self.NEWLINE)
+        if end == -1:
+            if len(self.buffer) >= MAX_V1_HEADER - 1:
+                raise InvalidProxyHeader()
+            return (None, None)
+        if end + len(self.NEWLINE) > MAX_V1_HEADER:
+            raise InvalidProxyHeader()
+        header, remaining = self.buffer[:end], self.buffer[end + 2 :]
+        self.buffer = b""
+        return (self.parse(header), remaining)
+
+    @classmethod
+    def parse(cls, line: bytes) -> ProxyInfo:
+        if not line.isascii():
+            raise InvalidProxyHeader()
+        fields = line.decode("ascii").split(" ")
+        if fields[:2] == ["PROXY", "UNKNOWN"]:
+            return ProxyInfo(line, None, None)
+        if len(fields) != 6 or fields[0] != "PROXY" or fields[1] not in _V1_FAMILIES:
+            raise InvalidProxyHeader()
+        parseAddress, addressType = _V1_FAMILIES[fields[1]]
+        source, destination = fields[2:4]
+        ports = [_port(each) for each in fields[4:6]]
+        try:
+            parseAddress(source), parseAddress(destination)
+        except ValueError:
+            raise InvalidProxyHeader() from None
+        return ProxyInfo(
+            line,
+            addressType("TCP", source, ports[0]),
+            addressType("TCP", destination, ports[1]),
+        )
+
+
+def _port(text: str) -> int:
+    if not (text.isdigit() and len(text) <= 5 and int(text) <= 65535):
+        raise InvalidProxyHeader()
+    return int(text)
 
 
 def isProxied(description: str) -> bool:
@@ -88,6 +162,10 @@ class HeaderFirst(HAProxyProtocolWrapper):
         if self._started:
             self.wrappedProtocol.dataReceived(data)
             return
+        if self._parser is None and data.startswith(V1Parser.PROXYSTR):
+            # Twisted's wrapper would make its own parser; it takes one that
+            # is already there (its private _parser).
+            self._parser = StrictV1Parser()
         service: Any = self.wrappedProtocol
         remainder = _Remainder()
         self.wrappedProtocol = remainder  # type: ignore[assignment]

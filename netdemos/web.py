@@ -31,6 +31,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.websocket import WebSocketResource
+from wsproto import ConnectionType
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
 
 from netdemos.chat.member import MemberSettings
 from netdemos.chat.websocket import ChatSocketFactory
@@ -38,6 +41,7 @@ from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
 from netdemos.counter import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    REFUSAL_REASONS,
     CountedChannel,
     GuardedSite,
 )
@@ -102,6 +106,11 @@ def isSameOrigin(origin: str, host: str | None) -> bool:
     return host is not None and urlsplit(origin.lower()).netloc == host.lower()
 
 
+# Why the web site refuses a request: the counter's reasons, a WebSocket
+# handshake that is not one, and a page from another origin.
+WEB_REFUSALS = (*REFUSAL_REASONS, "handshake", "origin")
+
+
 class WebSocketEntry(WebSocketResource):
     """
     A WebSocket endpoint that a browser may open only from the page's own
@@ -126,17 +135,14 @@ class WebSocketEntry(WebSocketResource):
             request.setHeader(b"upgrade", b"websocket")
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"426 Upgrade Required: this address speaks WebSocket\n"
+        # Refusals are counted, not logged: one client can send thousands.
         origin = request.getHeader(b"origin")
         if origin is not None and not self.allows(
             origin.decode("latin-1"), request.getHeader(b"host")
         ):
-            log.info(
-                "web: refused a WebSocket from origin {origin}",
-                origin=origin.decode("latin-1"),
-            )
-            request.setResponseCode(403)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"403 Forbidden: WebSocket from another origin\n"
+            return refuse(request, 403, "origin", b"WebSocket from another origin")
+        if not isHandshake(request):
+            return refuse(request, 400, "handshake", b"not a WebSocket handshake")
         return super().render_GET(request)
 
     def allows(self, origin: str, host: bytes | None) -> bool:
@@ -250,6 +256,42 @@ def renderPage(maxLine: int) -> Resource:
     return root
 
 
+def isHandshake(request: Request) -> bool:
+    """
+    Whether C{request} is a WebSocket opening handshake wsproto accepts.
+
+    Twisted's L{WebSocketResource} answers any other with 400 too, but logs
+    an error for each, so that one client sending bad handshakes on a
+    kept-alive connection fills the log; this checks first, with the same
+    wsproto, and netdemos counts the refusal instead.
+    """
+    headers = [
+        (name, value)
+        for name, values in request.requestHeaders.getAllRawHeaders()
+        for value in values
+    ]
+    try:
+        H11Handshake(ConnectionType.SERVER).initiate_upgrade_connection(
+            headers, request.path
+        )
+    except RemoteProtocolError:
+        return False
+    return True
+
+
+def refuse(request: Request, code: int, reason: str, why: bytes) -> bytes:
+    """
+    Answer C{request} with C{code} and C{why}, counting it in its site's
+    refusals (C{netdemos_http_requests_refused_total}) as C{reason}.
+    """
+    site = request.site
+    if isinstance(site, GuardedSite):
+        site.refused[reason] += 1
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"%d %s: %s\n" % (code, request.code_message, why)
+
+
 class WebSite(GuardedSite):
     """
     The web factory: a L{GuardedSite} serving the page, C{/chat} and C{/echo},
@@ -304,6 +346,7 @@ class WebSite(GuardedSite):
         super().__init__(
             root,
             headerTimeout=headerTimeout,
+            instance=chat.instance,
             connections=connections,
             timeout=DEFAULT_IDLE_TIMEOUT,
             reactor=clock,

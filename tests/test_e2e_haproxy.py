@@ -7,13 +7,14 @@ Redis, every port in it replaced by a free one.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import websockets.sync.client
 from support import LINE_TIMEOUT
-from support.backbone import HAProxy, RedisServer
+from support.backbone import HAProxy, RedisServer, requireProgram, stop
 from support.clients import Clients, connect, getNumbers, waitForReadiness
 from support.process import Launcher, Netdemos
 from support.prometheus import sample, scrapeMetrics
@@ -127,3 +128,79 @@ def test_aClientWithoutAHeaderIsClosedAndCounted(launcher: Launcher) -> None:
         )
         == 1
     )
+
+
+def test_aUnixSocketFrontendIsServedAsTheBalancer(
+    launcher: Launcher, tmp_path: Path, stack: ExitStack
+) -> None:
+    """
+    HAProxy in front of a UNIX socket sends C{PROXY UNKNOWN}, having no TCP
+    addresses to give, as the spec allows: netdemos serves the connection
+    under the balancer's own address.
+    """
+    proxied = launcher.start(services=["chat"], proxied=["chat"])
+    path = tmp_path / "chat.sock"
+    config = tmp_path / "unix.cfg"
+    config.write_text(
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+        "  timeout server 30s\n"
+        f"frontend chat\n  bind unix@{path}\n  default_backend room\n"
+        f"backend room\n  server n1 {LOOPBACK}:{proxied.chatPort} send-proxy\n"
+    )
+    program = requireProgram("haproxy", "haproxy")
+    with (tmp_path / "haproxy.log").open("wb") as log:
+        process = subprocess.Popen(
+            [program, "-db", "-f", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    stack.callback(stop, process)
+    deadline = time.monotonic() + LINE_TIMEOUT
+    while not path.exists():
+        assert process.poll() is None, (tmp_path / "haproxy.log").read_text()
+        assert time.monotonic() < deadline, "haproxy never listened"
+        time.sleep(0.02)  # a polling interval
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(LINE_TIMEOUT)
+        client.connect(str(path))
+        client.sendall(b"/who\n")
+        received = b""
+        while b"* in the room (1): " not in received:
+            chunk = client.recv(4096)
+            assert chunk, received
+            received += chunk
+    assert b"* welcome, you are 127.0.0.1:" in received, received
+
+
+# What a client sends straight to a haproxy: endpoint, pretending to be the
+# balancer: addresses that are not, ports out of range, bytes not ASCII.
+FORGED_HEADERS = [
+    b"PROXY TCP4 x\n<admin>\x1b[2J 127.0.0.1 2222 1025\r\n",
+    b"PROXY TCP4 " + b"1" * 150 + b" 127.0.0.1 2222 1025\r\n",
+    b"PROXY TCP6 1.2.3.4 ::1 2222 1025\r\n",
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 99999999 1025\r\n",
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 port 1025\r\n",
+    b"PROXY TCP4 \xff.2.3.4 127.0.0.1 2222 1025\r\n",
+]
+
+
+def test_forgedProxyHeadersAreRefusedAndCounted(launcher: Launcher) -> None:
+    """
+    A v1 header whose addresses or ports are not what the spec allows is
+    refused like any invalid header: closed without a word, counted, and no
+    traceback; nobody joins the room under a forged name.
+    """
+    proxied = launcher.start(services=["chat"], metrics=True, proxied=["chat"])
+    for header in FORGED_HEADERS:
+        with connect(proxied.chatPort) as client:
+            client.sendall(header + b"hello\n")
+            received, _ = readUntilClosed(client, time.monotonic() + LINE_TIMEOUT)
+        assert received == b"", (header, received)
+    samples = scrapeMetrics(proxied.metricsPort)
+    rejected = sample(
+        samples, "netdemos_connections_rejected_total", service="chat", reason="proxy"
+    )
+    assert rejected == len(FORGED_HEADERS)
+    proxied.assertNoErrorsLogged()
+    assert "\x1b" not in proxied.output()

@@ -25,7 +25,7 @@ import websockets
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from support import EXIT_TIMEOUT, LINE_TIMEOUT
 from support.certificates import Certificate
-from support.clients import Clients, connect, httpGet
+from support.clients import Clients, connect, httpGet, rawHTTP
 from support.process import Launcher, Netdemos
 from support.prometheus import sample, scrapeMetrics
 from websockets.asyncio.client import ClientConnection
@@ -384,6 +384,63 @@ def test_gracefulStopTellsBrowsers(launcher: Launcher) -> None:
 
 
 # Security
+
+
+def test_everyWebResponseNamesItsInstance(launcher: Launcher, clients: Clients) -> None:
+    """
+    Behind a balancer, X-Served-By tells which instance answered: the page,
+    a plain GET of C{/chat}, and the 503 of a full site name C{--name}, as
+    every other netdemos response does.
+    """
+    server = launcher.start(
+        services=["web"], extra=["--name=web-1", "--max-connections=1"]
+    )
+    for path in (b"/", b"/chat"):
+        answer = rawHTTP(
+            server.webPort,
+            b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path,
+        )
+        assert b"\r\nX-Served-By: web-1\r\n" in answer, answer[:300]
+    with connect(server.webPort):
+        answer = rawHTTP(server.webPort, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:100]
+    assert b"\r\nX-Served-By: web-1\r\n" in answer, answer
+
+
+def test_badHandshakesAreRefusedAndCountedNotLogged(launcher: Launcher) -> None:
+    """
+    One kept-alive connection sends 300 upgrade requests without
+    C{Sec-WebSocket-Key}: each gets 400, each is counted as a refused
+    handshake, and the log does not grow by a line for each.
+    """
+    server = launcher.start(services=["web"], metrics=True)
+    before = len(server.output().splitlines())
+    request = (
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with connect(server.webPort) as client:
+        client.sendall(request * 300)
+        answers = b""
+        deadline = time.monotonic() + LINE_TIMEOUT
+        while answers.count(b"HTTP/1.1 400 ") < 300:
+            assert time.monotonic() < deadline, answers[-300:]
+            client.settimeout(max(deadline - time.monotonic(), 0.01))
+            chunk = client.recv(65536)
+            assert chunk, answers[-300:]
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 ") == 300
+    samples = scrapeMetrics(server.metricsPort)
+    assert (
+        sample(
+            samples,
+            "netdemos_http_requests_refused_total",
+            service="web",
+            reason="handshake",
+        )
+        == 300
+    )
+    assert len(server.output().splitlines()) - before < 10, server.output()[-2000:]
 
 
 def test_foreignOriginGets403(launcher: Launcher) -> None:

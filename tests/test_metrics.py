@@ -146,15 +146,30 @@ class MetricsTests(SynchronousTestCase):
         exchange(self.http, b"GET / HTTP/1.1\r\n\r\n")
         exchange(self.http, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
         exchange(self.http, b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+        exchange(
+            self.web,
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n",
+        )
         metrics = self.scrape()
-        refused = {
-            reason: metrics[
-                f'netdemos_http_requests_refused_total{{reason="{reason}"}}'
-            ]
-            for reason in ("body", "headers", "host", "malformed", "timeout")
-        }
+
+        def refused(service: str, reasons: tuple[str, ...]) -> dict[str, float]:
+            return {
+                reason: metrics[
+                    "netdemos_http_requests_refused_total"
+                    f'{{reason="{reason}",service="{service}"}}'
+                ]
+                for reason in reasons
+            }
+
+        counter = ("body", "headers", "host", "malformed", "timeout")
         self.assertEqual(
-            refused, {"body": 2, "headers": 0, "host": 1, "malformed": 0, "timeout": 0}
+            refused("http", counter),
+            {"body": 2, "headers": 0, "host": 1, "malformed": 0, "timeout": 0},
+        )
+        self.assertEqual(
+            refused("web", ("handshake", "origin", "body")),
+            {"handshake": 1, "origin": 0, "body": 0},
         )
 
     def test_adminSiteRefusesBodies(self) -> None:

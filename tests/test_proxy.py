@@ -106,6 +106,74 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual(channel.getPeer(), IPv4Address("TCP", "127.0.0.9", 4321))
 
 
+# v1 headers whose addresses or ports are not what they say, or that break
+# the spec's other rules: each is refused and counted, none reaches a room.
+FORGED_V1_HEADERS = [
+    b"PROXY TCP4 x\n<admin>\x1b[2J 127.0.0.1 2222 1025\r\n",
+    b"PROXY TCP4 " + b"1" * 150 + b" 127.0.0.1 2222 1025\r\n",
+    b"PROXY TCP6 1.2.3.4 ::1 2222 1025\r\n",
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 99999999 1025\r\n",
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 x 1025\r\n",
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 -1 1025\r\n",
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 2222\r\n",
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 2222 1025 extra\r\n",
+    b"PROXY TCP4 \xc3\xa9.2.3.4 127.0.0.1 2222 1025\r\n",
+    b"PROXY TCP4 1.2.3.4  127.0.0.1 2222 1025\r\n",
+    b"PROXY UDP4 1.2.3.4 127.0.0.1 2222 1025\r\n",
+    b"PROXY TCP6 ::1 ::1 2222 1025" + b" " * 80 + b"\r\n",
+]
+
+
+class StrictHeaderTests(SynchronousTestCase):
+    """
+    What the PROXY protocol's spec allows in a v1 header, and nothing else.
+    """
+
+    def setUp(self) -> None:
+        self.chat = Room()
+        self.factory = HeaderFirstFactory(self.chat.factory, self.chat.clock)
+
+    def test_forgedAddressesAreRefusedAndCounted(self) -> None:
+        for header in FORGED_V1_HEADERS:
+            transport = connectThroughBalancer(self.factory)
+            transport.protocol.dataReceived(header + b"hi\n")
+            self.assertFalse(transport.connected, header)
+        rejected = self.chat.factory.connections.rejected["proxy"]
+        self.assertEqual(rejected, len(FORGED_V1_HEADERS))
+        self.assertEqual(self.chat.room.names(), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_aHeaderLongerThanTheSpecAllowsIsRefusedBeforeItsEnd(self) -> None:
+        transport = connectThroughBalancer(self.factory)
+        transport.protocol.dataReceived(b"PROXY TCP6 " + b"f" * 100)
+        self.assertFalse(transport.connected)
+
+    def test_unknownIsServedWithTheBalancersAddress(self) -> None:
+        """
+        C{PROXY UNKNOWN}, with nothing after it (HAProxy for a UNIX socket
+        or a health check) or with anything, is served as the balancer.
+        """
+        for header in (b"PROXY UNKNOWN\r\n", b"PROXY UNKNOWN ::1 ::1 1 2\r\n"):
+            chat = Room()
+            transport = connectThroughBalancer(
+                HeaderFirstFactory(chat.factory, chat.clock)
+            )
+            transport.protocol.dataReceived(header + b"/who\n")
+            chat.clock.advance(0)
+            self.assertIn(b"* in the room (1): 127.0.0.1:6000\r\n", transport.value())
+            self.assertTrue(transport.connected)
+
+    def test_validHeadersOfBothFamilies(self) -> None:
+        for header, name in [
+            (b"PROXY TCP4 192.0.2.7 127.0.0.1 0 1025\r\n", b"192.0.2.7:0"),
+            (b"PROXY TCP6 2001:db8::7 ::1 65535 1025\r\n", b"[2001:db8::7]:65535"),
+        ]:
+            transport = connectThroughBalancer(self.factory)
+            transport.protocol.dataReceived(header)
+            self.chat.clock.advance(0)
+            self.assertIn(b"* welcome, you are " + name + b" (", transport.value())
+
+
 class ProxiedListenerTests(SynchronousTestCase):
     def test_haproxyPrefixWrapsEveryServiceWithBacklogAndWatch(self) -> None:
         """
