@@ -33,7 +33,12 @@ MOST_SENT_BEFORE_CUT = 16 * MiB
 def refusedSamples(port: int) -> dict[str, float]:
     samples = scrapeMetrics(port)
     return {
-        reason: sample(samples, "netdemos_http_requests_refused_total", reason=reason)
+        reason: sample(
+            samples,
+            "netdemos_http_requests_refused_total",
+            service="http",
+            reason=reason,
+        )
         for reason in ("body", "headers", "host", "malformed", "timeout")
     }
 
