@@ -42,7 +42,11 @@ class Instance:
         self.link.goUp()
 
 
-class HubTests(SynchronousTestCase):
+class TwoInstances(SynchronousTestCase):
+    """
+    Instances a and b of one room on a fake Redis.
+    """
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.redis = FakeRedis(self.clock)
@@ -56,6 +60,8 @@ class HubTests(SynchronousTestCase):
         for _ in range(10):
             self.clock.advance(0)
 
+
+class HubTests(TwoInstances):
     def test_everyHubProvidesTheInterface(self) -> None:
         verifyObject(IHub, LocalHub())
         verifyObject(IHub, self.a.hub)
@@ -383,20 +389,10 @@ class ChannelInputTests(SynchronousTestCase):
         self.assertFalse(a.chat.room.isTaken("carol"))
 
 
-class FaultTests(SynchronousTestCase):
+class FaultTests(TwoInstances):
     """
     Redis refusing writes, and an instance the others took for dead.
     """
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.redis = FakeRedis(self.clock)
-        self.a = Instance(self.redis, "a", 41001)
-        self.b = Instance(self.redis, "b", 42001)
-
-    def settle(self) -> None:
-        for _ in range(10):
-            self.clock.advance(0)
 
     def test_refusedWritesCutTheRoomOffUntilTheyAreTakenAgain(self) -> None:
         """
