@@ -258,7 +258,7 @@ return {count, found and 1 or 0}
 # A Redis found empty on a reconnection lost its count: the instances that
 # handed out the latest numbers raise it as they reconnect, within about a
 # second (the link's longest reconnection delay).  Wait that long, then raise
-# again, before serving; see the README for the window that is left.
+# again, before serving; docs/several-instances.md says what window is left.
 EMPTY_REDIS_GRACE = 1.0
 
 # After a failed command, try again this often until Redis answers (it may
@@ -290,7 +290,7 @@ class RedisCounter:
     or after errors, the counter first raises the count in Redis to that
     (L{RAISE_SCRIPT}), and only then becomes ready again.  That covers the
     numbers any instance handed out, paused or not, as long as this one was
-    subscribed when they were: see the README for the window that is left.
+    subscribed when they were: docs/several-instances.md says what window is left.
 
     @ivar highest: the highest number handed out by any instance, as far as
         this one knows.

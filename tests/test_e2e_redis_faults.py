@@ -248,7 +248,7 @@ def test_anInstancePausedPastItsPresenceJoinsAgainWithoutTwins(
     bob.inbox.waitForLine("<alice> and I")
 
 
-# The Redis user the README suggests for netdemos: its own keys and channels
+# The Redis user docs/several-instances.md suggests: its own keys and channels
 # (under the default prefix), and only the commands it sends.
 ACL_RULES = (
     "on >s3cret resetkeys ~netdemos:* resetchannels &netdemos:* -@all"
