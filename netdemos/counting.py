@@ -304,6 +304,8 @@ class RedisCounter:
     ) -> None:
         self.key = f"{link.prefix}:count"
         self.channel = f"{link.prefix}:count"
+        # Where netdemos kept the count before its keys had a hash tag.
+        self.formerKey = f"{link.untaggedPrefix}:count"
         self.highest = 0
         self.ready = False
         self._link = link
@@ -383,6 +385,23 @@ class RedisCounter:
         self.highest = max(self.highest, message)
 
     def _linkUp(self) -> None:
+        if self.formerKey == self.key:
+            self._raise()
+            return
+        # A count kept by an earlier netdemos, under the key without a hash
+        # tag, is one this instance must go on from.
+        reading = self._link.get(self.formerKey)
+        reading.addTimeout(self._answerTimeout, self._clock)
+        reading.addCallbacks(self._formerCount, self._raiseFailed)
+
+    def _formerCount(self, value: object) -> None:
+        if isinstance(value, bytes | str):
+            try:
+                value = int(value)
+            except ValueError:
+                value = None
+        if isinstance(value, int) and 0 < value <= MAX_COUNT:
+            self.highest = max(self.highest, value)
         self._raise()
 
     def _raise(self) -> None:
@@ -433,7 +452,7 @@ class RedisCounter:
     def _retry(self) -> None:
         self._retryCall = None
         if self._link.up and not self.ready:
-            self._raise()
+            self._linkUp()
 
     def _linkDown(self) -> None:
         if self.ready:

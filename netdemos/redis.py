@@ -163,7 +163,14 @@ class IRedisLink(Interface):
     """
 
     up = Attribute("True while Redis can be used: connected, and subscribed.")
-    prefix = Attribute("The start of every key and channel name (--redis-prefix).")
+    prefix = Attribute(
+        "The start of every key and channel name: --redis-prefix in braces, a"
+        " Redis Cluster hash tag, so that every key lands in one hash slot."
+    )
+    untaggedPrefix = Attribute(
+        "--redis-prefix as it is: the start of the names netdemos used before"
+        " its keys had a hash tag."
+    )
     failing = Attribute(
         "True while Redis answers commands with errors: since an error reply,"
         " until the next command succeeds."
@@ -194,6 +201,11 @@ class IRedisLink(Interface):
         Publish C{message} on C{channel}.
         """
 
+    def get(key: str) -> Deferred[object]:
+        """
+        The value at C{key}, or L{None}.
+        """
+
     def incrby(key: str, amount: int) -> Deferred[int]:
         """
         Add C{amount} to the counter at C{key}; fire with the new value.
@@ -220,7 +232,8 @@ class RedisLink(Service):
 
     def __init__(self, address: RedisAddress, reactor: Any, prefix: str) -> None:
         self.address = address
-        self.prefix = prefix
+        self.prefix = f"{{{prefix}}}"
+        self.untaggedPrefix = prefix
         self._reactor = reactor
         self._commands = _WatchedFactory(self, address)
         self._subscriber = _WatchedSubscriberFactory(self, address)
@@ -261,6 +274,9 @@ class RedisLink(Service):
 
     def publish(self, channel: str, message: str) -> Deferred[int]:
         return self._call("publish", channel, message)
+
+    def get(self, key: str) -> Deferred[object]:
+        return self._call("get", key)
 
     def incrby(self, key: str, amount: int) -> Deferred[int]:
         return self._call("incrby", key, amount)

@@ -374,6 +374,22 @@ class RedisCounterTests(SynchronousTestCase):
         self.assertTrue(self.counter.ready)
         self.assertEqual(self.take(1), [3])
 
+    def test_aCountUnderTheFormerKeyIsWhereItGoesOn(self) -> None:
+        """
+        netdemos used to keep the count under PREFIX:count; its keys now
+        have a hash tag, {PREFIX}:count.  A count left under the former key
+        by an earlier netdemos is where an upgraded one goes on from.
+        """
+        link = self.redis.link(prefix="t")
+        link.prefix = "{t}"
+        counter = RedisCounter(link, self.clock)
+        self.redis.store["t:count"] = 500
+        link.goUp()
+        taking = counter.next()
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(taking), 501)
+        self.assertEqual(self.redis.store["{t}:count"], 501)
+
     def test_aHigherCountInRedisIsKept(self) -> None:
         """
         Raising never lowers: another instance may have counted further.

@@ -21,7 +21,8 @@ from support.prometheus import sample, scrapeMetrics
 
 from netdemos.chat.hub import HEARTBEAT_INTERVAL, PRESENCE_TTL
 
-PREFIX = "netdemos"
+# Every key and channel starts with --redis-prefix in braces: a hash tag.
+PREFIX = "{netdemos}"
 # How long an instance may take to notice that Redis takes writes again and
 # join again: a retry a second, a heartbeat every 3 s; with margin.
 HEALED_SECONDS = 10.0
@@ -251,7 +252,8 @@ def test_anInstancePausedPastItsPresenceJoinsAgainWithoutTwins(
 # The Redis user docs/several-instances.md suggests: its own keys and channels
 # (under the default prefix), and only the commands it sends.
 ACL_RULES = (
-    "on >s3cret resetkeys ~netdemos:* resetchannels &netdemos:* -@all"
+    "on >s3cret resetkeys ~{netdemos}:* %R~netdemos:count resetchannels"
+    " &{netdemos}:* -@all"
     " +auth +hello +ping +select +eval +evalsha +publish +subscribe +time"
     " +get +set +incrby +del +pexpire +zadd +zscore +zrange +zrangebyscore +zrem"
     " +hset +hdel +hexists +hvals"
@@ -287,3 +289,23 @@ def test_aRedisUserLimitedToNetdemosIsEnough(
     for server in (a, b):
         server.assertNoErrorsLogged()
         assert "NOPERM" not in server.output()
+
+
+def test_everyKeyInOneHashSlotAndAnEarlierCountGoesOn(
+    launcher: Launcher, redis: RedisServer, clients: Clients
+) -> None:
+    """
+    Every key netdemos writes starts with the hash tag C{{netdemos}}, so a
+    Redis Cluster would put them in one slot, as its scripts need.  An
+    earlier netdemos kept the count under C{netdemos:count}, without the
+    tag: an upgraded instance goes on from it, never back to #1.
+    """
+    redis.expect(b"+OK", "SET", "netdemos:count", "4000")
+    a, b = (redisInstance(launcher, redis, name) for name in ("a", "b"))
+    assert [number for number, _ in getNumbers(a.httpPort, 2)] == [4001, 4002]
+    clients.chatUser(b.chatPort).send(b"/nick bob\n")
+    reply = redis.command("KEYS", "*")
+    assert reply is not None
+    keys = set(reply.split(b"\r\n")[2::2]) - {b"", b"netdemos:count"}
+    assert keys >= {b"{netdemos}:count", b"{netdemos}:room:instances"}, keys
+    assert all(key.startswith(b"{netdemos}:") for key in keys), keys

@@ -214,6 +214,7 @@ class FakeRedisLink:
     def __init__(self, redis: FakeRedis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.untaggedPrefix = prefix
         self.up = False
         self.failing = False
         self.errors: Counter[str] = Counter()
@@ -259,6 +260,9 @@ class FakeRedisLink:
         return self._command(
             ("publish", channel, message), lambda: self.redis.publish(channel, message)
         )
+
+    def get(self, key: str) -> Deferred[object]:
+        return self._command(("get", key), lambda: self.redis.store.get(key))
 
     def incrby(self, key: str, amount: int) -> Deferred[int]:
         def run() -> int:
