@@ -638,10 +638,11 @@ class RedisOptionTests(SynchronousTestCase):
             link.address,
             RedisAddress(host="redis.example", port=6380, db=2, password="pw"),
         )
-        self.assertEqual(link.prefix, "staging")
+        self.assertEqual(link.prefix, "{staging}")
+        self.assertEqual(link.untaggedPrefix, "staging")
         counter = service.factories["http"].requestCounter
         self.assertIsInstance(counter, RedisCounter)
-        self.assertEqual(counter.key, "staging:count")
+        self.assertEqual(counter.key, "{staging}:count")
         service._serving = True
         self.assertFalse(service.ready)
         counter.ready = True
