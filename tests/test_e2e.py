@@ -588,10 +588,15 @@ def test_busyPortInDaemonModeEndsTheParentToo(tmp_path: Path) -> None:
             ],
         )
     assert result.returncode == 1, result.stdout
-    # twistd cuts the daemon's report to 100 bytes; the log has all of it.
+    # twistd cuts the daemon's report to 100 bytes; the log has all of it,
+    # written by the daemon, which may still be at it when the parent exits.
     assert "cannot listen for echo tcp:" in result.stdout, result.stdout
-    log = (tmp_path / "twistd.log").read_text()
-    assert f"cannot listen for echo {loopbackEndpoint(port)}" in log, log
+    logPath = tmp_path / "twistd.log"
+    wanted = f"cannot listen for echo {loopbackEndpoint(port)}"
+    deadline = time.monotonic() + LINE_TIMEOUT
+    while wanted not in (log := logPath.read_text()):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.02)  # a polling interval
     assert "Address already in use" in log, log
     assert not pidfile.exists()
 
