@@ -398,7 +398,8 @@ def parseBatch(message: object, maxLine: int = DEFAULT_MAX_LINE) -> Batch:
 
 def _event(event: object, longest: int) -> Event:
     if isinstance(event, str):
-        if len(event.encode("utf-8", "replace")) > longest:
+        # A character is 1 to 4 bytes: encode only a line that may be long.
+        if len(event) * 4 > longest and len(event.encode("utf-8", "replace")) > longest:
             raise BadMessageError("a line too long")
         return cleanText(event)
     if not isinstance(event, dict):

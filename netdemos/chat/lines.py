@@ -5,6 +5,8 @@ line of what must not reach another user's terminal.
 
 from __future__ import annotations
 
+import re
+
 # The longest line a member may send, in bytes, unless --max-line says.
 DEFAULT_MAX_LINE = 4096
 
@@ -23,11 +25,18 @@ def clean(raw: bytes) -> str:
     return cleanText(raw.decode("utf-8", "replace"))
 
 
+# The same characters, to find: most text has none, and a search is cheaper
+# than a translation.
+_ANY_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
 def cleanText(text: str) -> str:
     """
     Remove from C{text} the control characters L{clean} removes: for text
     that arrives already decoded, as from Redis.
     """
+    if _ANY_CONTROL.search(text) is None:
+        return text
     return text.translate(_CONTROLS)
 
 
