@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 
-from support.redis import FakeRedis
+from support.redis import FakeRedis, FakeRedisLink
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -201,6 +201,18 @@ class RedisCounterTests(SynchronousTestCase):
         self.clock.advance(0)
         return [self.successResultOf(each) for each in taking]
 
+    def secondInstance(self) -> tuple[RedisCounter, FakeRedisLink]:
+        """
+        Another instance's counter beside this one's, both linked; this one
+        has handed out #1 and #2.
+        """
+        link = self.redis.link(prefix="t")
+        counter = RedisCounter(link, self.clock)
+        self.link.goUp()
+        link.goUp()
+        self.assertEqual(self.take(2), [1, 2])
+        return counter, link
+
     def takes(self) -> list[tuple[object, ...]]:
         return [each for each in self.link.commands if each[1] == TAKE_SCRIPT]
 
@@ -287,11 +299,7 @@ class RedisCounterTests(SynchronousTestCase):
         highest number, which it heard as B took it, not to its own.
         """
         a = self.counter
-        bLink = self.redis.link(prefix="t")
-        b = RedisCounter(bLink, self.clock)
-        self.link.goUp()
-        bLink.goUp()
-        self.assertEqual(self.take(2), [1, 2])
+        b, bLink = self.secondInstance()
         taking = [b.next() for _ in range(10)]
         self.clock.advance(0)
         self.assertEqual([self.successResultOf(each) for each in taking][-1], 12)
@@ -312,11 +320,7 @@ class RedisCounterTests(SynchronousTestCase):
         meanwhile, raises the count to its own highest; A goes on above it.
         """
         a = self.counter
-        bLink = self.redis.link(prefix="t")
-        b = RedisCounter(bLink, self.clock)
-        self.link.goUp()
-        bLink.goUp()
-        self.assertEqual(self.take(2), [1, 2])
+        b, bLink = self.secondInstance()
         self.clock.advance(0)
         hear = self.link._channels["t:count"]
         self.link._channels["t:count"] = lambda message: None

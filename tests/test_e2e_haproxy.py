@@ -18,6 +18,7 @@ from support.backbone import HAProxy, RedisServer, requireProgram, stop
 from support.clients import Clients, connect, getNumbers, waitForReadiness
 from support.process import Launcher, Netdemos
 from support.prometheus import sample, scrapeMetrics
+from support.proxy import FORGED_V1_HEADERS
 
 from netdemos.testing import LOOPBACK, readUntilClosed
 
@@ -173,18 +174,6 @@ def test_aUnixSocketFrontendIsServedAsTheBalancer(
     assert b"* welcome, you are 127.0.0.1:" in received, received
 
 
-# What a client sends straight to a haproxy: endpoint, pretending to be the
-# balancer: addresses that are not, ports out of range, bytes not ASCII.
-FORGED_HEADERS = [
-    b"PROXY TCP4 x\n<admin>\x1b[2J 127.0.0.1 2222 1025\r\n",
-    b"PROXY TCP4 " + b"1" * 150 + b" 127.0.0.1 2222 1025\r\n",
-    b"PROXY TCP6 1.2.3.4 ::1 2222 1025\r\n",
-    b"PROXY TCP4 1.2.3.4 127.0.0.1 99999999 1025\r\n",
-    b"PROXY TCP4 1.2.3.4 127.0.0.1 port 1025\r\n",
-    b"PROXY TCP4 \xff.2.3.4 127.0.0.1 2222 1025\r\n",
-]
-
-
 def test_forgedProxyHeadersAreRefusedAndCounted(launcher: Launcher) -> None:
     """
     A v1 header whose addresses or ports are not what the spec allows is
@@ -192,7 +181,7 @@ def test_forgedProxyHeadersAreRefusedAndCounted(launcher: Launcher) -> None:
     traceback; nobody joins the room under a forged name.
     """
     proxied = launcher.start(services=["chat"], metrics=True, proxied=["chat"])
-    for header in FORGED_HEADERS:
+    for header in FORGED_V1_HEADERS:
         with connect(proxied.chatPort) as client:
             client.sendall(header + b"hello\n")
             received, _ = readUntilClosed(client, time.monotonic() + LINE_TIMEOUT)
@@ -201,6 +190,6 @@ def test_forgedProxyHeadersAreRefusedAndCounted(launcher: Launcher) -> None:
     rejected = sample(
         samples, "netdemos_connections_rejected_total", service="chat", reason="proxy"
     )
-    assert rejected == len(FORGED_HEADERS)
+    assert rejected == len(FORGED_V1_HEADERS)
     proxied.assertNoErrorsLogged()
     assert "\x1b" not in proxied.output()

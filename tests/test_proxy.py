@@ -10,6 +10,7 @@ import socket
 import struct
 
 from support.chat import Room
+from support.proxy import FORGED_V1_HEADERS
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -104,24 +105,6 @@ class ProxyTests(SynchronousTestCase):
         )
         self.assertTrue(transport.value().endswith(b"I am request #1\n"))
         self.assertEqual(channel.getPeer(), IPv4Address("TCP", "127.0.0.9", 4321))
-
-
-# v1 headers whose addresses or ports are not what they say, or that break
-# the spec's other rules: each is refused and counted, none reaches a room.
-FORGED_V1_HEADERS = [
-    b"PROXY TCP4 x\n<admin>\x1b[2J 127.0.0.1 2222 1025\r\n",
-    b"PROXY TCP4 " + b"1" * 150 + b" 127.0.0.1 2222 1025\r\n",
-    b"PROXY TCP6 1.2.3.4 ::1 2222 1025\r\n",
-    b"PROXY TCP4 1.2.3.4 127.0.0.1 99999999 1025\r\n",
-    b"PROXY TCP4 1.2.3.4 127.0.0.1 x 1025\r\n",
-    b"PROXY TCP4 1.2.3.4 127.0.0.1 -1 1025\r\n",
-    b"PROXY TCP4 1.2.3.4 127.0.0.1 2222\r\n",
-    b"PROXY TCP4 1.2.3.4 127.0.0.1 2222 1025 extra\r\n",
-    b"PROXY TCP4 \xc3\xa9.2.3.4 127.0.0.1 2222 1025\r\n",
-    b"PROXY TCP4 1.2.3.4  127.0.0.1 2222 1025\r\n",
-    b"PROXY UDP4 1.2.3.4 127.0.0.1 2222 1025\r\n",
-    b"PROXY TCP6 ::1 ::1 2222 1025" + b" " * 80 + b"\r\n",
-]
 
 
 class StrictHeaderTests(SynchronousTestCase):
