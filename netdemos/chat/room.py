@@ -192,8 +192,11 @@ class ChatRoom:
 
     def uniqueName(self, preferred: str | None) -> str:
         """
-        A name for a newcomer: C{preferred} (its address, say), or for one
-        without (a UNIX socket's peer) C{local-N}, unique in this room.
+        A name for a newcomer: C{preferred} (its address, say), or
+        C{local-N}, unique in this room, for one without an address (a UNIX
+        socket's peer) or whose address is already a member's name (with
+        several instances, the kernel may give two clients of two servers
+        the same local port).
         """
         name = preferred
         while name is None or self.isTaken(name):

@@ -227,7 +227,11 @@ class ChatUser:
     A chat client: a connection to the room and, unless it is not to read at
     all, a L{LineCollector} reading it.
 
-    C{name} is what the room calls it before any C{/nick}: its own address.
+    C{name} is what the room calls it before any C{/nick}: its own address,
+    unless another member already has that name.  That happens with several
+    instances on one Redis: the kernel may give two clients the same local
+    port when they connect to different servers, and the second is then
+    called C{local-N}.  So a reading client takes its name from its welcome.
     """
 
     def __init__(self, connection: socket.socket, reading: bool = True) -> None:
@@ -246,10 +250,11 @@ class ChatUser:
         has put this client in the room.
         """
         self.collector = LineCollector(self.connection)
-        welcome = f"* welcome, you are {self.name} ("
-        self.collector.waitFor(
+        welcome = "* welcome, you are "
+        found = self.collector.waitFor(
             lambda line: line.startswith(welcome), repr(welcome + "...")
         )
+        self.name = self.collector.snapshot()[found][len(welcome) :].split(" (")[0]
         return self.collector
 
     @property
