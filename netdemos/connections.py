@@ -67,14 +67,34 @@ class Connections:
         """
         Say whether a new connection must be turned away; count it if so.
         """
-        if len(self.live) < self.limit:
+        if not self.full:
             return False
         self.rejected["limit"] += 1
         return True
 
+    @property
+    def full(self) -> bool:
+        return len(self.live) >= self.limit
+
     def add(self, protocol: Closeable) -> None:
         self.live.add(protocol)
         self.total += 1
+
+    def hold(self, placeholder: Closeable) -> None:
+        """
+        A connection accepted but not yet handed to the service's protocol
+        (it waits for a PROXY header): it holds a descriptor, so it counts
+        toward the limit until it is handed over (L{handOver}) or gone
+        (L{remove}).
+        """
+        self.live.add(placeholder)
+
+    def handOver(self, placeholder: Closeable) -> None:
+        """
+        The connection C{placeholder} held is about to be served by the
+        service's own protocol, which will L{add} itself.
+        """
+        self.live.discard(placeholder)
 
     def replace(self, old: Closeable, new: Closeable) -> None:
         """

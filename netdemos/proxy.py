@@ -156,6 +156,9 @@ class HeaderFirst(HAProxyProtocolWrapper):
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
+        # Counted from accept: a crowd sending half a header must not take
+        # the descriptors the service's limit leaves for the others.
+        self.factory.connections.hold(self)
         self._deadline = self.factory.clock.callLater(HEADER_TIMEOUT, self._refuse)
 
     def dataReceived(self, data: bytes) -> None:
@@ -176,6 +179,7 @@ class HeaderFirst(HAProxyProtocolWrapper):
         if self._proxyInfo is not None:
             self._stopDeadline()
             self._started = True
+            self.factory.connections.handOver(self)
             service.makeConnection(self)
             if remainder.data:
                 service.dataReceived(remainder.data)
@@ -213,6 +217,7 @@ class HeaderFirst(HAProxyProtocolWrapper):
             super().connectionLost(reason)
         else:
             self.factory.unregisterProtocol(self)
+            self.factory.connections.remove(self)
 
 
 class HeaderFirstFactory(HAProxyWrappingFactory):
@@ -227,6 +232,16 @@ class HeaderFirstFactory(HAProxyWrappingFactory):
         super().__init__(wrappedFactory)
         self.clock = clock
         self.connections = wrappedFactory.connections
+
+    def buildProtocol(self, addr: Any) -> Any:
+        # Over its limit, the service turns a connection away with no
+        # protocol or one that refuses at once (a 503, "server full"), which
+        # needs no client address: it is not kept waiting for a header.
+        full = self.connections.full
+        service = self.wrappedFactory.buildProtocol(addr)
+        if service is None or full:
+            return service
+        return self.protocol(self, service)
 
 
 @implementer(IStreamServerEndpoint)

@@ -10,6 +10,7 @@ meet it.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections import Counter
@@ -149,4 +150,46 @@ def test_tightHardLimitLowersLimitsSoAnIdleCrowdLeavesEveryServiceWorking(
         if "open-file limit 1024; connection limits lowered to" in line
     ]
     assert lowered and f"chat {outcomes['welcome']}," in lowered[0], lowered
+    server.assertNoErrorsLogged()
+
+
+def test_connectionsWaitingForAProxyHeaderCountTowardTheirServicesLimit(
+    launcher: Launcher, stack: ExitStack, hardLimit: int
+) -> None:
+    """
+    Under C{ulimit -n 1024}, 1,100 connections to a C{haproxy:} chat endpoint
+    that send half a PROXY header and wait: those past the chat's share of
+    descriptors are told at once that the server is full, so HTTP, C{/livez}
+    and echo still answer; the others are closed when their header is late.
+
+    Counted only once their header had come, they took every descriptor for
+    the header's five seconds, and each new connection to any service was
+    reset.
+    """
+    server = launcher.start(metrics=True, openFiles=(1024, 1024), proxied=["chat"])
+    crowd = []
+    for _ in range(CROWD):
+        connection = stack.enter_context(connect(server.chatPort))
+        connection.sendall(b"PROXY TCP4 127.0.0.9 ")
+        crowd.append(connection)
+    assertEveryServiceAnswers(server)
+
+    deadline = time.monotonic() + LINE_TIMEOUT
+    outcomes = Counter(firstLine(connection, deadline) for connection in crowd)
+    assert set(outcomes) == {"(closed)", FULL}, outcomes
+    lowered = re.search(r"connection limits lowered to .*\bchat (\d+)", server.output())
+    assert lowered, server.output()
+    share = int(lowered[1])
+    assert outcomes["(closed)"] <= share, (outcomes, share)
+    samples = scrapeMetrics(server.metricsPort)
+    rejected = {
+        reason: sample(
+            samples,
+            "netdemos_connections_rejected_total",
+            service="chat",
+            reason=reason,
+        )
+        for reason in ("limit", "proxy")
+    }
+    assert rejected == {"limit": outcomes[FULL], "proxy": outcomes["(closed)"]}
     server.assertNoErrorsLogged()

@@ -62,13 +62,40 @@ class ProxyTests(SynchronousTestCase):
         transport = connectThroughBalancer(self.factory)
         self.clock.advance(0)
         self.assertEqual(transport.value(), b"")
-        self.assertEqual(len(self.chat.factory.connections), 0)
+        self.assertEqual(self.chat.room.names(), [])
         transport.protocol.dataReceived(V1_HEADER + b"hello\n")
         self.clock.advance(0)
         self.assertEqual(transport.value().split(b"\r\n")[1], b"<127.0.0.5:5555> hello")
         self.assertTrue(
             transport.value().startswith(b"* welcome, you are 127.0.0.5:5555 (")
         )
+
+    def test_aConnectionCountsTowardTheLimitFromAccept(self) -> None:
+        """
+        A connection still waiting for its header holds a descriptor, so it
+        counts toward the service's limit: past it, a newcomer is told the
+        server is full at once, header or not.  Once served it is counted
+        once; refused, it frees its place.
+        """
+        connections = self.chat.factory.connections
+        connections.limit = 2
+        waiting = connectThroughBalancer(self.factory)
+        served = connectThroughBalancer(self.factory)
+        served.protocol.dataReceived(V1_HEADER)
+        self.clock.advance(0)
+        self.assertEqual((len(connections), connections.total), (2, 1))
+
+        turnedAway = connectThroughBalancer(self.factory)
+        self.assertEqual(turnedAway.value(), b"! server full, try again later\r\n")
+        self.assertFalse(turnedAway.connected)
+        self.assertEqual(connections.rejected["limit"], 1)
+
+        waiting.protocol.dataReceived(b"not a header\r\n")
+        self.assertEqual(len(connections), 1)
+        welcomed = connectThroughBalancer(self.factory)
+        welcomed.protocol.dataReceived(V1_HEADER.replace(b"5555", b"6666"))
+        self.clock.advance(0)
+        self.assertIn(b"* welcome, you are 127.0.0.5:6666 (", welcomed.value())
 
     def test_anInvalidHeaderIsClosedAndCounted(self) -> None:
         transport = connectThroughBalancer(self.factory)
