@@ -241,7 +241,8 @@ class HeaderFirstFactory(HAProxyWrappingFactory):
         service = self.wrappedFactory.buildProtocol(addr)
         if service is None or full:
             return service
-        return self.protocol(self, service)
+        # (Twisted types HAProxyWrappingFactory for its own wrapper only.)
+        return HeaderFirst(self, service)  # type: ignore[arg-type]
 
 
 @implementer(IStreamServerEndpoint)
