@@ -2,8 +2,8 @@
 Run the netdemos benchmarks and print a markdown report.
 
 C{python -m bench [--quick]
-[--only echo,bulk,http,chat,idle,startup,burst,join,flood,wschat,wsecho]
-[--profile]}.
+[--only echo,bulk,http,chat,idle,startup,burst,join,flood,wschat,wsecho,
+loadtest] [--previous PATH] [--profile]}.
 Servers run one at a time, pinned to CPU 0; the generator runs in this
 process (and C{wrk}) on CPU 1.  Every load alternates netdemos, the
 naive homepage script and, where one exists, the asyncio peer, round after
@@ -42,6 +42,7 @@ LOAD_NAMES = (
     "flood",
     "wschat",
     "wsecho",
+    "loadtest",
 )
 
 
@@ -93,6 +94,7 @@ class Settings:
     joinClients: int
     floodClients: int
     source: Path | None
+    previous: Path | None
 
 
 def rateMetrics(unit: str, goal: str, minimum: float, digits: int = 0) -> list[Metric]:
@@ -116,6 +118,16 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
     ) -> Target:
         start = partial(servers.startNetdemos, extra, label, settings.source, options)
         return Target(label, "subject", start)
+
+    def previous(options: Callable[[], list[str]] = list) -> list[Target]:
+        # The same load on another tree (the previous main, say), alternating
+        # with this one round after round, where --previous names one.
+        if settings.previous is None:
+            return []
+        start = partial(
+            servers.startNetdemos, "", "netdemos, previous", settings.previous, options
+        )
+        return [Target("netdemos, previous", "subject", start)]
 
     def naive(service: str, *companions: str) -> Target:
         start = partial(servers.startBaseline, service, *companions)
@@ -175,12 +187,35 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
             " netdemos --chat-rate=0)",
             [
                 netdemos(options=servers.chatRateLifted),
+                *previous(servers.chatRateLifted),
                 naive("chat"),
                 netdemos(label="netdemos (default --chat-rate)"),
                 peer("chat"),
             ],
             timed(loads.chatFanOut),
             rateMetrics("lines delivered/s", "ratio >= 3.0", 3.0),
+            rounds,
+        ),
+        "loadtest": Load(
+            "chat load test (netdemos --chat-rate=0): 1 client sends 500 B lines"
+            " as fast as TCP takes them, 2 read everything",
+            [
+                netdemos(options=servers.chatRateLifted),
+                *previous(servers.chatRateLifted),
+                naive("chat"),
+                peer("chat"),
+            ],
+            timed(loads.chatLoadTest),
+            [
+                Metric("rate", "rate", "lines delivered/s"),
+                Metric(
+                    "kept",
+                    "readers still connected",
+                    "of 2",
+                    goal="2",
+                    met=lambda n, r: n == 2,
+                ),
+            ],
             rounds,
         ),
         "wschat": Load(
@@ -466,6 +501,12 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         help="directory holding a netdemos package to run instead of the installed",
     )
     parser.add_argument(
+        "--previous",
+        type=Path,
+        help="directory holding another netdemos package (the previous main) to"
+        " measure beside this one on the chat loads, alternating rounds",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="also profile netdemos with py-spy under chat fan-out and HTTP",
@@ -490,6 +531,7 @@ def settingsFrom(args: argparse.Namespace) -> Settings:
         joinClients=2000,
         floodClients=1000,
         source=args.netdemos_source,
+        previous=args.previous,
     )
 
 

@@ -389,6 +389,53 @@ def chatFanOut(
     return window.result()
 
 
+def chatLoadTest(
+    server: Server, seconds: float, readers: int = 2, lineSize: int = 500
+) -> dict[str, float]:
+    """
+    Lines delivered per second to C{readers} clients that read everything,
+    while one client sends C{lineSize}-byte lines as fast as TCP takes them
+    (and reads and discards what it is sent); and how many of the readers
+    were still connected at the end (C{kept}).
+
+    A room that lets the sender outrun its readers drops them and delivers
+    nothing more; one that holds the sender back delivers at the readers'
+    pace.
+    """
+    port = server.port("chat")
+    block = memoryview((b"x" * (lineSize - 2) + b"\r\n") * 256)
+    offset = 0
+    with connectPolled(port, readers + 1, IN) as (sockets, byFd, poller):
+        server.waitIdle(quiet=0.2, timeout=30)
+        drain(byFd, poller, 0.2)
+        sender = sockets[0]
+        poller.modify(sender.fileno(), IN | OUT)
+        gone: set[int] = set()
+        window = Window(server, seconds)
+        for fd, event in window.events(poller, 0.5):
+            s = byFd[fd]
+            if event & OUT:
+                try:
+                    offset = (offset + s.send(block[offset:])) % lineSize
+                except (BlockingIOError, ConnectionError):
+                    pass
+            if not event & (IN | select.EPOLLHUP | select.EPOLLERR):
+                continue
+            try:
+                data = s.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except ConnectionError:
+                data = b""
+            if not data:
+                poller.unregister(fd)
+                gone.add(fd)
+            elif s is not sender:
+                window.count += data.count(b"\n")
+        kept = sum(1 for s in sockets[1:] if s.fileno() not in gone)
+    return {**window.result(), "kept": kept}
+
+
 def resend(
     s: socket.socket,
     data: bytes,

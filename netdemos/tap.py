@@ -262,8 +262,10 @@ class Options(usage.Options):
             None,
             chat.DEFAULT_RATE,
             "Lines a second each chat client may send on average, commands"
-            " included; faster senders are slowed by pausing their reads, and 0"
-            " lifts the limit, for load tests (e.g. --chat-rate=0).",
+            " included; faster senders are slowed by pausing their reads. 0"
+            " lifts the limit, for load tests (e.g. --chat-rate=0): senders then"
+            " wait while a reader is behind, and a reader behind for 5 s is"
+            " dropped.",
             boundedRate(0, CHAT_RATE_LIMIT),
         ],
         [
@@ -594,7 +596,13 @@ def makeService(
 
         hub = RedisHub(link, reactor, options["name"], maxLine=options["max-line"])
     chatFactory = chat.ChatFactory(
-        chatroom.ChatRoom(reactor, memory=options["chat-memory"], hub=hub),
+        chatroom.ChatRoom(
+            reactor,
+            memory=options["chat-memory"],
+            hub=hub,
+            # Flood control lifted, for a load test: readers set the pace.
+            backpressure=options["chat-rate"] == 0,
+        ),
         reactor,
         maxLine=options["max-line"],
         backlog=options["chat-backlog"],

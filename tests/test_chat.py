@@ -19,6 +19,7 @@ from zope.interface.verify import verifyObject
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
 from netdemos.chat.lines import LineBuffer, clean
+from netdemos.chat.member import BEHIND_LIMIT
 from netdemos.chat.rate import TokenBucket
 from netdemos.chat.room import IMember
 from netdemos.chat.tcp import ChatClient, RoomFull
@@ -495,6 +496,73 @@ class SlowConsumerTests(SynchronousTestCase):
         self.assertFalse(readerT.connected)
         self.assertIn(b"* 127.0.0.1:40001 was dropped (too slow)", received(talkerT))
         self.assertTrue(received(readerT)[-1].startswith(b"! disconnected: more than"))
+
+
+class BackpressureTests(SynchronousTestCase):
+    """
+    With flood control lifted, for load tests, the room holds its senders
+    back while a reader is behind, rather than outrun the readers until they
+    are dropped; and one that stays behind is dropped after a bound.
+    """
+
+    def setUp(self) -> None:
+        self.room = Room(rate=0, backlog=1000, backpressure=True)
+        self.reader, self.readerT = self.room.connect()
+        self.talker, self.talkerT = self.room.connect()
+        received(self.readerT), received(self.talkerT)
+
+    def say(self, count: int) -> None:
+        self.talker.dataReceived(b"".join(b"line %03d\n" % n for n in range(count)))
+        self.room.clock.advance(0)
+
+    def test_sendersWaitWhileAReaderIsBehind(self) -> None:
+        """
+        Lines sent while a reader is behind are not relayed, and the sender's
+        reads are paused; once the reader has caught up they are, in order,
+        and nobody was dropped, however far past the backlog they add up to.
+        """
+        self.reader.pauseProducing()  # its transport's buffer is full
+        self.say(200)
+        self.assertEqual(received(self.talkerT), [])
+        self.assertEqual(self.talkerT.producerState, "paused")
+        self.room.clock.advance(BEHIND_LIMIT / 2)
+        self.reader.resumeProducing()  # it has read all that
+        self.room.clock.advance(0)
+        expected = [b"<127.0.0.1:40002> line %03d" % n for n in range(200)]
+        self.assertEqual(received(self.readerT), expected)
+        self.assertEqual(received(self.talkerT), expected)
+        self.assertEqual(self.talkerT.producerState, "producing")
+        self.assertEqual(self.room.room.clientsDropped, {})
+
+    def test_aReaderBehindTooLongIsDroppedAndTheRoomGoesOn(self) -> None:
+        """
+        A reader that stays behind for L{BEHIND_LIMIT} (it does not read) is
+        told why and dropped; the lines held back for it then go out.
+        """
+        self.reader.pauseProducing()
+        self.say(3)
+        self.room.clock.advance(BEHIND_LIMIT)
+        self.assertEqual(
+            received(self.readerT)[-1],
+            b"! disconnected: behind for more than 5 seconds while the room"
+            b" waited for you",
+        )
+        self.assertEqual(self.room.room.clientsDropped["slow"], 1)
+        self.assertEqual(
+            received(self.talkerT),
+            [b"* 127.0.0.1:40001 was dropped (too slow)"]
+            + [b"<127.0.0.1:40002> line %03d" % n for n in range(3)],
+        )
+
+    def test_withoutBackpressureAReaderBehindDoesNotHoldSenders(self) -> None:
+        room = Room(rate=0, backlog=1000)
+        reader, _ = room.connect()
+        talker, talkerT = room.connect()
+        reader.pauseProducing()
+        talker.dataReceived(b"hello\n")
+        self.assertEqual(received(talkerT)[-1], b"<127.0.0.1:40002> hello")
+        room.clock.advance(BEHIND_LIMIT)
+        self.assertEqual(room.room.clientsDropped, {})
 
 
 class BatchingTests(SynchronousTestCase):

@@ -54,9 +54,21 @@ LINES_PER_TURN = 256
 # reading; chat lines are small, and this still fills a fast link.
 SEND_BUFFER = 16 * 1024
 
+# In a load test (the room's backpressure on), a reader's pace is what the
+# room goes at, so it gets more: over loopback, whose packets are 64 KiB, a
+# buffer of one packet leaves the reader's delayed ACK (40 ms) between each
+# (7,000 lines of 500 bytes a second, against 140,000 with this).
+LOAD_TEST_SEND_BUFFER = 64 * 1024
+
 # Twisted's TCP transport pauses its producer once it holds this much unsent
 # data (FileDescriptor.bufferSize); used to estimate what a paused member holds.
 TRANSPORT_BUFFER = 64 * 1024
+
+# With the room's backpressure (flood control lifted, for load tests), the
+# senders wait while a member is behind; one that stays behind this long is
+# dropped as too slow, so a client that does not read holds the room back for
+# no longer.  A reader that keeps up on average drains its buffer in far less.
+BEHIND_LIMIT = 5.0
 
 # How long a member dropped as too slow gets to read its last line before the
 # connection is aborted; it is not reading, so a clean close could wait forever.
@@ -138,6 +150,9 @@ class RoomMember(TimeoutMixin):
         self._waiting: deque[bytes | None] | None = None
         self._bucket = TokenBucket(settings.clock, settings.rate, settings.burst)
         self._nextBatch: IDelayedCall | None = None
+        # Its lines wait until the room is clear (see ChatRoom.backpressure).
+        self._held = False
+        self._behindCall: IDelayedCall | None = None
         self._readsPaused = False
         self._ended = False
         self._behind = False
@@ -184,9 +199,10 @@ class RoomMember(TimeoutMixin):
     def _fixSendBuffer(self) -> None:
         # A fixed size also stops Linux from autotuning it to megabytes.
         sock = socketOf(self.transport)
+        size = LOAD_TEST_SEND_BUFFER if self.room.backpressure else SEND_BUFFER
         if sock is not None:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
             except OSError:
                 pass
 
@@ -200,15 +216,19 @@ class RoomMember(TimeoutMixin):
             self._waiting = deque(lines)
         else:
             self._waiting.extend(lines)
-        if self._nextBatch is None:
+        if not self._batchPending:
             self._handleWaiting()
+
+    @property
+    def _batchPending(self) -> bool:
+        return self._nextBatch is not None or self._held
 
     def inputEnded(self) -> None:
         """
         The peer has said all it will: answer what it said, then close.
         """
         self._ended = True
-        if self._nextBatch is None:
+        if not self._batchPending:
             self.close("left")
 
     def left(self) -> None:
@@ -219,7 +239,7 @@ class RoomMember(TimeoutMixin):
         self.room.leave(self)
         self.closing = True
         self._notBehind()
-        for call in (self._abortCall, self._nextBatch):
+        for call in (self._abortCall, self._nextBatch, self._behindCall):
             if call is not None and call.active():
                 call.cancel()
 
@@ -234,6 +254,11 @@ class RoomMember(TimeoutMixin):
         while waiting and not self.closing:
             if not budget:
                 self._later(0)
+                return
+            if self.room.congested:
+                self._pauseReads()
+                self._held = True
+                self.room.holdUntilClear(self)
                 return
             if not self._bucket.take():
                 self._later(self._bucket.wait())
@@ -256,10 +281,17 @@ class RoomMember(TimeoutMixin):
             self.transport.resumeProducing()
 
     def _later(self, delay: float) -> None:
+        self._pauseReads()
+        self._nextBatch = self._settings.clock.callLater(delay, self._handleWaiting)
+
+    def _pauseReads(self) -> None:
         if not self._readsPaused:
             self._readsPaused = True
             self.transport.pauseProducing()
-        self._nextBatch = self._settings.clock.callLater(delay, self._handleWaiting)
+
+    def roomClear(self) -> None:
+        self._held = False
+        self._handleWaiting()
 
     def timeoutConnection(self) -> None:
         if self.closing:
@@ -323,7 +355,10 @@ class RoomMember(TimeoutMixin):
             self.unsent += len(data)
             self.room.stillBehind(len(data))
             if self.unsent - TRANSPORT_BUFFER > self._settings.backlog:
-                self._dropAsTooSlow()
+                self._dropAsTooSlow(
+                    b"more than %d bytes of output were waiting for you to read"
+                    % (self._settings.backlog,)
+                )
 
     def close(self, why: str) -> None:
         """
@@ -339,12 +374,9 @@ class RoomMember(TimeoutMixin):
         self._notBehind()
         self.loseConnection()
 
-    def _dropAsTooSlow(self) -> None:
+    def _dropAsTooSlow(self, why: bytes) -> None:
         self.room.clientsDropped["slow"] += 1
-        self.send(
-            b"! disconnected: more than %d bytes of output were waiting for you"
-            b" to read\r\n" % (self._settings.backlog,)
-        )
+        self.send(b"! disconnected: %s\r\n" % (why,))
         # It is not reading, so a clean close may never finish flushing.
         self._abortCall = self._settings.clock.callLater(
             DROP_GRACE_SECONDS, self.transport.abortConnection
@@ -361,6 +393,10 @@ class RoomMember(TimeoutMixin):
         self.transport.abortConnection()
 
     def _notBehind(self) -> None:
+        if self._behindCall is not None:
+            if self._behindCall.active():
+                self._behindCall.cancel()
+            self._behindCall = None
         if self._behind:
             self._behind = False
             self.room.caughtUp(self, self.unsent)
@@ -375,6 +411,13 @@ class RoomMember(TimeoutMixin):
         # The transport already holds a full buffer.
         self.unsent = TRANSPORT_BUFFER
         self.room.fellBehind(self, self.unsent)
+        if self.room.backpressure:
+            self._behindCall = self._settings.clock.callLater(
+                BEHIND_LIMIT,
+                self._dropAsTooSlow,
+                b"behind for more than %g seconds while the room waited for you"
+                % (BEHIND_LIMIT,),
+            )
 
     def resumeProducing(self) -> None:
         self._notBehind()

@@ -68,6 +68,12 @@ class IMember(Interface):
         furthest behind.
         """
 
+    def roomClear() -> None:
+        """
+        The room, which held this member's lines back while others were
+        behind (L{ChatRoom.holdUntilClear}), is clear: go on with them.
+        """
+
 
 class Turn:
     """
@@ -160,6 +166,13 @@ class ChatRoom:
     @ivar unsent: bytes the members that are behind have waiting, in all.
     @ivar closed: the server is going away, and has closed the room.
     @ivar behind: the members whose transports have asked them to pause.
+    @ivar backpressure: whether the room holds its senders back while any
+        member is behind (see L{congested}), as a load test with flood control
+        lifted wants: the senders then go at the pace of the slowest reader,
+        as TCP would make them, instead of outrunning the readers until they
+        are dropped.  A member must then not stay behind for longer than
+        L{netdemos.chat.member.BEHIND_LIMIT}, so one that does not read holds
+        the room back for no longer than that.
     """
 
     def __init__(
@@ -167,9 +180,14 @@ class ChatRoom:
         clock: IReactorTime,
         memory: int = DEFAULT_MEMORY,
         hub: IHub | None = None,
+        backpressure: bool = False,
     ) -> None:
         self.clock = clock
         self.memory = memory
+        self.backpressure = backpressure
+        # Members whose lines wait until the room is clear, in order.
+        self._held: dict[IMember, None] = {}
+        self._releaseCall: IDelayedCall | None = None
         self.hub = hub if hub is not None else LocalHub()
         self.hub.attach(self)
         # This instance's members, keyed by the casefolded name, so "Admin"
@@ -279,6 +297,7 @@ class ChatRoom:
         if self._members.get(client.name.casefold()) is not client:
             return b""
         del self._members[client.name.casefold()]
+        self._held.pop(client, None)
         last = self._turn.dataFor(client)
         self._turn.forget(client)
         self._who = None
@@ -362,6 +381,7 @@ class ChatRoom:
         # everyone still there, N * N lines for nobody to read.  The hub tells
         # the other instances, if any, that they all left.
         members, self._members = list(self._members.values()), {}
+        self._held.clear()
         self.hub.close()
         for client in members:
             client.close("left (server shutting down)")
@@ -447,6 +467,31 @@ class ChatRoom:
         """
         self.behind.discard(member)
         self.unsent -= unsent
+        if self._held and not self.behind and self._releaseCall is None:
+            # Not from here: a transport is telling us its buffer drained.
+            self._releaseCall = self.clock.callLater(0, self._release)
+
+    @property
+    def congested(self) -> bool:
+        """
+        Whether senders must wait: with L{backpressure}, while any member is
+        behind.
+        """
+        return self.backpressure and bool(self.behind)
+
+    def holdUntilClear(self, member: IMember) -> None:
+        """
+        Call C{member}'s L{IMember.roomClear} once the room is no longer
+        L{congested}.
+        """
+        self._held[member] = None
+
+    def _release(self) -> None:
+        self._releaseCall = None
+        while self._held and not self.congested:
+            member = next(iter(self._held))
+            del self._held[member]
+            member.roomClear()
 
     def overBudget(self) -> None:
         """

@@ -70,9 +70,12 @@ class Room:
         hub: IHub | None = None,
         instance: str = "chat-1",
         firstPort: int = 40001,
+        backpressure: bool = False,
     ) -> None:
         self.clock = Clock() if clock is None else clock
-        self.room = ChatRoom(self.clock, memory=memory, hub=hub)
+        self.room = ChatRoom(
+            self.clock, memory=memory, hub=hub, backpressure=backpressure
+        )
         self.factory = ChatFactory(
             self.room,
             self.clock,
