@@ -552,6 +552,9 @@ class GuardedSite(Site):
         without a L{Request}.
     """
 
+    # Not Twisted's "Starting factory" line: the banner says where it listens.
+    noisy = False
+
     # Plain HTTP/1.1 channels: this gives up twisted.web's HTTP/2 negotiation,
     # which only applies to TLS with the h2 package anyway.
     protocol = GuardedChannel  # type: ignore[assignment]

@@ -48,6 +48,11 @@ REFUSAL_HEADROOM = 16
 # answering whatever the other services hold.
 ADMIN_MAX_CONNECTIONS = 16
 
+# A connection limit lowered to fit the open-file limit is worth a warning
+# only below this: thousands of connections per service are plenty for a test
+# target, and a warning as the first line a newcomer sees is alarming.
+WARN_BELOW = 1000
+
 # select(2) cannot watch a descriptor numbered FD_SETSIZE or above.
 FD_SETSIZE = 1024
 
@@ -114,6 +119,15 @@ class DescriptorPlan:
 
     def lowered(self, wanted: Mapping[str, int]) -> bool:
         return self.limits != dict(wanted)
+
+    def short(self, wanted: Mapping[str, int]) -> bool:
+        """
+        Whether some service was lowered to fewer connections than
+        L{WARN_BELOW}, and fewer than it was asked for: worth a warning.
+        """
+        return any(
+            limit < min(wanted[name], WARN_BELOW) for name, limit in self.limits.items()
+        )
 
 
 def overhead(services: int, listeners: int) -> int:
@@ -218,7 +232,7 @@ def fitToOpenFileLimit(
         connections[name].limit = limit
     summary = ", ".join(f"{name} {limit}" for name, limit in plan.limits.items())
     if plan.lowered(wanted):
-        log.warn(
+        (log.warn if plan.short(wanted) else log.info)(
             "netdemos: open-file limit {openFiles}; connection limits lowered"
             " to {summary}",
             openFiles=plan.openFiles,

@@ -98,6 +98,9 @@ class EchoFactory(Factory):
         L{None} to let idle clients stay.
     """
 
+    # Not Twisted's "Starting factory" line: the banner says where it listens.
+    noisy = False
+
     def __init__(
         self,
         clock: IReactorTime,

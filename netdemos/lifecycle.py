@@ -31,6 +31,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from netdemos.connections import Drainable
+from netdemos.listening import Listener, banner
 from netdemos.notify import Notifier
 
 log = Logger()
@@ -92,6 +93,7 @@ class NetdemosService(MultiService):
         self.onStopped: list[Callable[[], object]] = []
         self.dependencies: list[Any] = []
         self.redis: Any = None
+        self.listening: list[Listener] = []
         self._serving = False
         self._statusLoop = LoopingCall(self._reportStatus)
         self._statusLoop.clock = clock
@@ -129,7 +131,11 @@ class NetdemosService(MultiService):
         self._serving = True
         self.notifier.ready()
         self._statusLoop.start(STATUS_INTERVAL, now=True)
-        log.info("netdemos: ready ({summary})", summary=self.summary())
+        log.info(
+            "{banner}",
+            banner=banner(self.instance, self.listening),
+            listening=[(each.service, str(each.address)) for each in self.listening],
+        )
 
     def summary(self) -> str:
         """

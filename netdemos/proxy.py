@@ -226,6 +226,9 @@ class HeaderFirstFactory(HAProxyWrappingFactory):
     header; rejections are counted in the service's C{connections}.
     """
 
+    # Not Twisted's "Starting factory" line: the banner says where it listens.
+    noisy = False
+
     protocol = HeaderFirst  # type: ignore[assignment]
 
     def __init__(self, wrappedFactory: Any, clock: IReactorTime) -> None:

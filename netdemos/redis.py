@@ -383,6 +383,9 @@ class _WatchedFactory(txredisapi.RedisFactory):
     and timeouts, that tells its link when the connection comes and goes.
     """
 
+    # Not a "Starting factory" line at each reconnection.
+    noisy = False
+
     initialDelay = RECONNECT_INITIAL_DELAY
     maxDelay = RECONNECT_MAX_DELAY
 
@@ -442,6 +445,9 @@ class _WatchedSubscriberFactory(txredisapi.SubscriberFactory):
     only once Redis has confirmed the subscription, so that nothing published
     after the link says it is up is missed.
     """
+
+    # Not a "Starting factory" line at each reconnection.
+    noisy = False
 
     protocol = _Subscriber
     initialDelay = RECONNECT_INITIAL_DELAY

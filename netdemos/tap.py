@@ -8,7 +8,9 @@ that service's endpoints, as C{twisted.web.tap} does.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import platform
 import re
 import socket
 from collections.abc import Callable
@@ -18,6 +20,8 @@ from twisted.application import strports
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+import netdemos
+import twisted
 from netdemos import (
     connections,
     counter,
@@ -26,6 +30,7 @@ from netdemos import (
     echo,
     hangup,
     lifecycle,
+    listening,
     proxy,
     web,
     websocket,
@@ -35,12 +40,7 @@ from netdemos.chat import tcp as chat
 from netdemos.notify import Notifier
 
 SERVICES = ("echo", "http", "chat", "web")
-DEFAULT_ENDPOINTS = {
-    "echo": "tcp:1234",
-    "http": "tcp:8080",
-    "chat": "tcp:1025",
-    "web": "tcp:8081",
-}
+DEFAULT_PORTS = {"echo": 1234, "http": 8080, "chat": 1025, "web": 8081}
 
 # Twisted listens with a backlog of 50; a burst of connections beyond that is
 # dropped by the kernel and the clients retry after 1 s, 3 s, ...  Endpoints
@@ -198,11 +198,50 @@ def defaultInstanceName() -> str:
     return name if _INSTANCE_NAME.fullmatch(name) else "netdemos"
 
 
-def normalizeEndpoint(description: str) -> str:
+def versions() -> str:
     """
-    Accept a bare port number as shorthand for C{tcp:PORT}.
+    C{netdemos X.Y.Z (Twisted A.B.C, Python D.E.F)}.
     """
-    return f"tcp:{description}" if description.isdigit() else description
+    return (
+        f"netdemos {netdemos.__version__} (Twisted {twisted.__version__},"
+        f" Python {platform.python_version()})"
+    )
+
+
+@functools.cache
+def ipFamilies() -> tuple[bool, bool]:
+    """
+    Whether this host can listen on IPv6, and whether an IPv6 socket there
+    takes IPv4 connections too (as IPv4-mapped addresses, Linux's default
+    unless C{net.ipv6.bindv6only} is set).
+    """
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::", 0))
+            v6only = probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    except OSError:
+        return False, False
+    return True, not v6only
+
+
+def everyAddress(port: int | str) -> list[str]:
+    """
+    The endpoints for C{port} on every address of both IP families: one
+    C{tcp6} endpoint where it takes IPv4 too, C{tcp6} and C{tcp} where it
+    does not, and C{tcp} alone on a host without IPv6.
+    """
+    ipv6, mapped = ipFamilies()
+    if not ipv6:
+        return [f"tcp:{port}"]
+    return [f"tcp6:{port}"] if mapped else [f"tcp6:{port}", f"tcp:{port}"]
+
+
+def normalizeEndpoints(description: str) -> list[str]:
+    """
+    Accept a bare port number as shorthand for the port on every address
+    (L{everyAddress}).
+    """
+    return everyAddress(description) if description.isdigit() else [description]
 
 
 def withListenBacklog(description: str) -> str:
@@ -226,7 +265,8 @@ class Options(usage.Options):
         " ssl:443:privateKey=key.pem:certKey=cert.pem,"
         " systemd:domain=INET:name=chat or unix:/run/chat.sock; haproxy:ENDPOINT"
         " reads a PROXY protocol header first, for a service behind a balancer;"
-        " a bare number N means tcp:N, and 'none' switches a service off."
+        " a bare number N means port N on every address, IPv6 and IPv4 (tcp6:N,"
+        " or tcp:N on a host without IPv6), and 'none' switches a service off."
         " Each endpoint option may be given several times to listen on several"
         " endpoints; several --chat and --web endpoints share one room."
     )
@@ -378,28 +418,35 @@ class Options(usage.Options):
             self[name] = []
         self["web-origin"] = []
 
+    def opt_version(self) -> None:
+        """
+        Print the versions of netdemos, Twisted and Python, and exit.
+        """
+        print(versions())
+        raise SystemExit(0)
+
     def opt_echo(self, endpoint: str) -> None:
         """
-        Serve echo on ENDPOINT (default tcp:1234; e.g. --echo=tcp6:7).
+        Serve echo on ENDPOINT (default 1234; e.g. --echo=tcp:7).
         """
         self["echo"].append(endpoint)
 
     def opt_http(self, endpoint: str) -> None:
         """
-        Serve the HTTP counter on ENDPOINT (default tcp:8080; e.g. --http=8000).
+        Serve the HTTP counter on ENDPOINT (default 8080; e.g. --http=8000).
         """
         self["http"].append(endpoint)
 
     def opt_chat(self, endpoint: str) -> None:
         """
-        Serve the chat room on ENDPOINT (default tcp:1025; e.g. --chat=none).
+        Serve the chat room on ENDPOINT (default 1025; e.g. --chat=none).
         """
         self["chat"].append(endpoint)
 
     def opt_web(self, endpoint: str) -> None:
         """
         Serve the chat page, and the chat room and echo over WebSocket (/chat,
-        /echo), on ENDPOINT (default tcp:8081; e.g. --web=tcp:80).
+        /echo), on ENDPOINT (default 8081; e.g. --web=tcp:80).
         """
         self["web"].append(endpoint)
 
@@ -424,7 +471,7 @@ class Options(usage.Options):
         if self["name"] is None:
             self["name"] = defaultInstanceName()
         for name in SERVICES:
-            self[name] = self._endpointsFor(name, self[name], DEFAULT_ENDPOINTS[name])
+            self[name] = self._endpointsFor(name, self[name], str(DEFAULT_PORTS[name]))
         self["metrics"] = self._endpointsFor("metrics", self["metrics"], "none")
         if self["metrics"] and importlib.util.find_spec("prometheus_client") is None:
             raise usage.UsageError(
@@ -442,7 +489,7 @@ class Options(usage.Options):
             if len(given) > 1:
                 raise usage.UsageError(f"--{name}=none cannot be combined with others")
             return []
-        endpoints = [normalizeEndpoint(each) for each in given]
+        endpoints = [each for bare in given for each in normalizeEndpoints(bare)]
         for description in endpoints:
             checkEndpoint(name, description)
         if len(set(endpoints)) != len(endpoints):
@@ -634,7 +681,9 @@ def makeService(
         if options[name]:
             server.factories[name] = factories[name]
         for description in options[name]:
-            listen(server.listeners, name, description, factories[name], reactor)
+            listen(
+                server, server.listeners, name, description, factories[name], reactor
+            )
 
     if options["metrics"]:
         from netdemos.metrics import makeAdminSite
@@ -642,7 +691,7 @@ def makeService(
         admin = makeAdminSite(server)
         factories["metrics"] = admin
         for description in options["metrics"]:
-            listen(server.admin, "metrics", description, admin, reactor)
+            listen(server, server.admin, "metrics", description, admin, reactor)
 
     enabled = [name for name in (*SERVICES, "metrics") if options[name]]
     try:
@@ -673,11 +722,17 @@ def makeCounter(path: str | None, link: Any, clock: Any) -> counting.ICounter:
 
 
 def listen(
-    parent: Any, name: str, description: str, factory: Any, reactor: Any
+    server: lifecycle.NetdemosService,
+    parent: Any,
+    name: str,
+    description: str,
+    factory: Any,
+    reactor: Any,
 ) -> None:
     """
-    Listen with C{factory} on C{description}, under C{parent}; watch the port
-    for accept failures, counted in C{factory.connections}.
+    Listen with C{factory} on C{description}, under C{parent} in C{server};
+    watch the port for accept failures, counted in C{factory.connections},
+    and note where it listens for the startup banner.
     """
     # haproxy:ENDPOINT is Twisted's own prefix; netdemos applies it itself, to
     # ENDPOINT with its listen backlog, so as to wait for the header first.
@@ -689,6 +744,9 @@ def listen(
     child = strports.service(withListenBacklog(inner), factory, reactor=reactor)
     if inner != description:
         child.endpoint = proxy.ProxiedEndpoint(child.endpoint, reactor)
+    child.endpoint = listening.RecordedEndpoint(
+        child.endpoint, name, description, server.listening
+    )
     child.endpoint = descriptors.WatchedEndpoint(
         child.endpoint, name, factory.connections, reactor
     )

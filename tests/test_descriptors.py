@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogEvent, Logger, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -203,6 +203,22 @@ class FitTests(SynchronousTestCase):
                 " echo 302, http 302, chat 302, metrics 16"
             ],
         )
+        self.assertEqual(events[-1]["log_level"], LogLevel.warn)
+
+    def test_limitsLoweredToThousandsAreNoCauseForAWarning(self) -> None:
+        """
+        Lowered, but to thousands of connections each (as under a limit of
+        20,000): said, at the info level, not as a warning that would be the
+        first thing a newcomer reads.
+        """
+        events = logged(self)
+        connections = self.connections()
+        fitToOpenFileLimit(
+            connections, listeners=4, openFiles=FakeOpenFileLimit(20000, 20000)
+        )
+        self.assertLess(connections["chat"].limit, 10000)
+        [event] = [e for e in events if "limits lowered" in formatEvent(e)]
+        self.assertEqual(event["log_level"], LogLevel.info)
 
     def test_whereRaisingIsForbiddenTheLimitsFitTheSoftLimit(self) -> None:
         events = logged(self)

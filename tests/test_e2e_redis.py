@@ -323,5 +323,5 @@ def test_badRedisOptionsStopStartupInOneLine(
 
 def test_statusAndLogNameTheInstance(launcher: Launcher, redis: RedisServer) -> None:
     server = redisInstance(launcher, redis, "web-7", ["http"])
-    server.waitUntilLogged("netdemos: ready (web-7: ")
+    server.waitUntilLogged("netdemos: ready (web-7)")
     assert os.path.exists(server.logPath)

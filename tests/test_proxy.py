@@ -203,7 +203,7 @@ class ProxiedListenerTests(SynchronousTestCase):
         service = tap.makeService(options, reactor)
         for child in service.listeners:
             self.assertIsInstance(child.endpoint, WatchedEndpoint)
-            self.assertIsInstance(child.endpoint._endpoint, ProxiedEndpoint)
+            self.assertIsInstance(child.endpoint._endpoint._endpoint, ProxiedEndpoint)
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)

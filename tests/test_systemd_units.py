@@ -19,7 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS
 from netdemos.descriptors import planDescriptors
-from netdemos.tap import DEFAULT_ENDPOINTS
+from netdemos.tap import DEFAULT_PORTS
 from netdemos.testing import twistdCommand
 
 INSTALLED_TWISTD = "/opt/netdemos/bin/twistd"
@@ -178,7 +178,7 @@ class UnitConsistencyTests(SynchronousTestCase):
             for name, socketUnit in SOCKETS.items()
         }
         self.assertEqual(
-            {name: f"tcp:{port}" for name, port in ports.items()}, DEFAULT_ENDPOINTS
+            {name: int(port) for name, port in ports.items()}, DEFAULT_PORTS
         )
 
     def test_reloadSendsSighup(self) -> None:

@@ -62,10 +62,10 @@ def listening(*argv: str) -> tuple[MemoryReactorClock, list[tuple[int, object, s
 class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         options = parse()
-        self.assertEqual(options["echo"], ["tcp:1234"])
-        self.assertEqual(options["http"], ["tcp:8080"])
-        self.assertEqual(options["chat"], ["tcp:1025"])
-        self.assertEqual(options["web"], ["tcp:8081"])
+        self.assertEqual(options["echo"], tap.everyAddress(1234))
+        self.assertEqual(options["http"], tap.everyAddress(8080))
+        self.assertEqual(options["chat"], tap.everyAddress(1025))
+        self.assertEqual(options["web"], tap.everyAddress(8081))
         self.assertEqual(options["web-origin"], [])
         self.assertEqual(options["ws-max-message"], 1024 * 1024)
         self.assertEqual(options["ws-ping"], 30)
@@ -79,11 +79,39 @@ class OptionsTests(SynchronousTestCase):
         giving it again adds an endpoint.
         """
         options = parse("--chat=tcp:7000", "--chat", "7001")
-        self.assertEqual(options["chat"], ["tcp:7000", "tcp:7001"])
-        self.assertEqual(options["echo"], ["tcp:1234"])
+        self.assertEqual(options["chat"], ["tcp:7000", *tap.everyAddress(7001)])
+        self.assertEqual(options["echo"], tap.everyAddress(1234))
 
-    def test_bareNumberMeansTCP(self) -> None:
-        self.assertEqual(parse("--http=8000")["http"], ["tcp:8000"])
+    def test_bareNumberMeansEveryAddressOfBothFamilies(self) -> None:
+        """
+        A bare port number, and so every default, listens on IPv6 and IPv4:
+        one C{tcp6} socket where it takes IPv4 connections too (Linux's
+        default), one of each where it does not, C{tcp} without IPv6.
+        """
+        for families, expected in [
+            ((True, True), ["tcp6:8000"]),
+            ((True, False), ["tcp6:8000", "tcp:8000"]),
+            ((False, False), ["tcp:8000"]),
+        ]:
+            self.patch(tap, "ipFamilies", lambda families=families: families)
+            self.assertEqual(parse("--http=8000")["http"], expected)
+            self.assertEqual(
+                parse()["web"], [each.replace("8000", "8081") for each in expected]
+            )
+
+    def test_thisHostsFamilies(self) -> None:
+        """
+        L{tap.ipFamilies} finds what this host has: in CI, which runs the
+        dual-stack end-to-end tests, IPv6 that takes IPv4 as well.
+        """
+        ipv6, mapped = tap.ipFamilies()
+        if os.environ.get("CI") == "true":
+            self.assertEqual((ipv6, mapped), (True, True))
+        with socket.socket(socket.AF_INET6) as probe:
+            if ipv6:
+                probe.bind(("::", 0))
+            else:
+                self.assertRaises(OSError, probe.bind, ("::", 0))
 
     def test_noneSwitchesServiceOff(self) -> None:
         self.assertEqual(parse("--echo=none")["echo"], [])
@@ -102,7 +130,7 @@ class OptionsTests(SynchronousTestCase):
             self.assertNotIn("\n", str(error))
 
     def test_sameEndpointTwiceIsAnError(self) -> None:
-        error = self.assertRaises(UsageError, parse, "--echo=7", "--echo=tcp:7")
+        error = self.assertRaises(UsageError, parse, "--echo=7", "--echo=7")
         self.assertIn("same endpoint twice", str(error))
 
     def test_limitsMustBePositive(self) -> None:
@@ -189,16 +217,17 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(parse("--name=" + "w" * 64)["name"], "w" * 64)
 
     def test_childServicesAreNamed(self) -> None:
-        service = makeService(parse("--echo=7", "--echo=8"), MemoryReactorClock())
+        self.patch(tap, "ipFamilies", lambda: (True, True))
+        service = makeService(parse("--echo=tcp:7", "--echo=8"), MemoryReactorClock())
         names = [child.name for child in IServiceCollection(service.listeners)]
         self.assertEqual(
             names,
             [
                 "echo tcp:7",
-                "echo tcp:8",
-                "http tcp:8080",
-                "chat tcp:1025",
-                "web tcp:8081",
+                "echo tcp6:8",
+                "http tcp6:8080",
+                "chat tcp6:1025",
+                "web tcp6:8081",
             ],
         )
 
@@ -230,7 +259,9 @@ class MakeServiceTests(SynchronousTestCase):
             def listenTCP(self, port, factory, backlog=50, interface=""):  # type: ignore[no-untyped-def]
                 raise CannotListenError(interface, port, OSError(98, "Address in use"))
 
-        service = makeService(parse("--http=none", "--chat=none"), BusyReactor())
+        service = makeService(
+            parse("--echo=tcp:1234", "--http=none", "--chat=none"), BusyReactor()
+        )
         error = self.assertRaises(SystemExit, service.privilegedStartService)
         # twistd reports an Exception to a daemon's waiting parent; see
         # StartupError.

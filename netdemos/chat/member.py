@@ -13,6 +13,7 @@ reader falls behind.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from collections import deque
@@ -430,12 +431,25 @@ def nameForAddress(address: IAddress) -> str | None:
     """
     Name a member by its own address, C{HOST:PORT} (C{[HOST]:PORT} for IPv6);
     L{None} for an address that names nobody, such as a UNIX socket's peer.
+    An IPv4 client of an IPv6 socket (C{::ffff:127.0.0.1}) is named by its
+    IPv4 address, as it would be on an IPv4 socket.
     """
     if isinstance(address, IPv4Address):
         return f"{address.host}:{address.port}"
     if isinstance(address, IPv6Address):
+        mapped = _ipv4Mapped(address.host)
+        if mapped is not None:
+            return f"{mapped}:{address.port}"
         return f"[{address.host}]:{address.port}"
     return None
+
+
+def _ipv4Mapped(host: str) -> str | None:
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:  # a scoped address, say
+        return None
+    return None if mapped is None else str(mapped)
 
 
 def socketOf(transport: Any) -> socket.socket | None:

@@ -128,6 +128,9 @@ class ChatFactory(Factory):
         several serve one room, the one a client is on.
     """
 
+    # Not Twisted's "Starting factory" line: the banner says where it listens.
+    noisy = False
+
     def __init__(
         self,
         room: ChatRoom,

@@ -10,6 +10,6 @@ from twisted.application.service import ServiceMaker
 netdemos = ServiceMaker(
     "netdemos",
     "netdemos.tap",
-    "Echo (RFC 862), an HTTP request counter and a line-based chat room.",
+    "Echo, an HTTP counter, a chat room and its web page.",
     "netdemos",
 )

@@ -1,0 +1,138 @@
+"""
+Where the server listens, and how to try each service from there: the banner
+it logs once every listener is up.
+
+L{RecordedEndpoint} wraps each service's endpoint and notes the port it
+listens on, so the banner gives the real address: the port the kernel chose
+for C{tcp:0}, the path of a C{unix:} socket, the address of a socket systemd
+passed.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from zope.interface import implementer
+
+# Addresses that mean "every address": a client tries them as localhost.
+_EVERY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """
+    One listening port: the service, the endpoint it was asked for, and where
+    it listens.
+    """
+
+    service: str
+    description: str
+    address: IAddress
+
+    def tryIt(self) -> str:
+        """
+        A command or URL that tries this service, for a person to paste.
+        """
+        kind = self.description.split(":", 1)[0]
+        if kind == "haproxy":
+            return "(behind a balancer that sends a PROXY protocol header)"
+        tls = kind == "ssl"
+        address = self.address
+        if isinstance(address, UNIXAddress):
+            path = shlex.quote(_text(address.name))
+            return _overUNIX(self.service, path, tls)
+        if isinstance(address, IPv4Address | IPv6Address):
+            return _overTCP(self.service, _host(address), address.port, tls)
+        return str(address)
+
+
+def _text(name: bytes | str | None) -> str:
+    if isinstance(name, bytes):
+        return name.decode("utf-8", "replace")
+    return name or ""
+
+
+def _host(address: IPv4Address | IPv6Address) -> str:
+    if address.host in _EVERY_ADDRESS:
+        return "localhost"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]"
+    return address.host
+
+
+def _overTCP(service: str, host: str, port: int, tls: bool) -> str:
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://{host}:{port}"
+    insecure = "-k " if tls else ""
+    # nc and openssl take an IPv6 host without brackets.
+    bare = host.strip("[]")
+    if service == "http":
+        return f"curl {insecure}{url}/"
+    if service == "metrics":
+        return f"curl {insecure}{url}/metrics"
+    if service == "web":
+        return f"{url}/ in a browser"
+    line = "printf 'hi\\n' | " if service == "echo" else ""
+    if tls:
+        return f"{line}openssl s_client -quiet -connect {host}:{port}"
+    return f"{line}nc {bare} {port}"
+
+
+def _overUNIX(service: str, path: str, tls: bool) -> str:
+    if service in ("http", "metrics", "web"):
+        page = "/metrics" if service == "metrics" else "/"
+        scheme = "https" if tls else "http"
+        return f"curl --unix-socket {path} {scheme}://localhost{page}"
+    line = "printf 'hi\\n' | " if service == "echo" else ""
+    return f"{line}nc -U {path}"
+
+
+def banner(instance: str, listeners: list[Listener]) -> str:
+    """
+    The lines that say the server is ready, and for each listener where it
+    is and how to try it.
+    """
+    width = max((len(each.description) for each in listeners), default=0)
+    lines = [f"netdemos: ready ({instance}); try:"]
+    for each in listeners:
+        lines.append(f"  {each.service:<8} {each.description:<{width}}  {each.tryIt()}")
+    return "\n".join(lines)
+
+
+@implementer(IStreamServerEndpoint)
+class RecordedEndpoint:
+    """
+    An endpoint that notes, in C{listeners}, where each port it opens
+    listens.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        service: str,
+        description: str,
+        listeners: list[Listener],
+    ) -> None:
+        self._endpoint = endpoint
+        self._service = service
+        self._description = description
+        self._listeners = listeners
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        def record(port: IListeningPort) -> IListeningPort:
+            self._listeners.append(
+                Listener(self._service, self._description, port.getHost())
+            )
+            return port
+
+        listening: Deferred[IListeningPort] = self._endpoint.listen(protocolFactory)
+        return listening.addCallback(record)

@@ -1,0 +1,115 @@
+"""
+Tests for L{netdemos.listening}: the startup banner says where each service
+listens, with the real address, and how to try it.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import succeed
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemos.listening import Listener, RecordedEndpoint, banner
+
+
+def tcp(service: str, description: str, host: str, port: int) -> Listener:
+    family = IPv6Address if ":" in host else IPv4Address
+    return Listener(service, description, family("TCP", host, port))
+
+
+class TryItTests(SynchronousTestCase):
+    def test_eachServiceOverTCP(self) -> None:
+        """
+        Every address (C{0.0.0.0}, C{::}) is tried as localhost; each service
+        with the client people have.
+        """
+        self.assertEqual(
+            [
+                tcp("echo", "tcp6:1234", "::", 1234).tryIt(),
+                tcp("http", "tcp:0", "0.0.0.0", 41000).tryIt(),
+                tcp("chat", "tcp6:1025", "::", 1025).tryIt(),
+                tcp("web", "tcp6:8081", "::", 8081).tryIt(),
+                tcp("metrics", "tcp:9100", "127.0.0.1", 9100).tryIt(),
+            ],
+            [
+                "printf 'hi\\n' | nc localhost 1234",
+                "curl http://localhost:41000/",
+                "nc localhost 1025",
+                "http://localhost:8081/ in a browser",
+                "curl http://127.0.0.1:9100/metrics",
+            ],
+        )
+
+    def test_anIPv6AddressIsBracketedInURLsOnly(self) -> None:
+        self.assertEqual(
+            tcp("http", "tcp6:80:interface=\\:\\:1", "::1", 80).tryIt(),
+            "curl http://[::1]:80/",
+        )
+        self.assertEqual(
+            tcp("chat", "tcp6:1025:interface=\\:\\:1", "::1", 1025).tryIt(),
+            "nc ::1 1025",
+        )
+
+    def test_tls(self) -> None:
+        self.assertEqual(
+            tcp("http", "ssl:8443:privateKey=k", "0.0.0.0", 8443).tryIt(),
+            "curl -k https://localhost:8443/",
+        )
+        self.assertEqual(
+            tcp("chat", "ssl:6697:privateKey=k", "0.0.0.0", 6697).tryIt(),
+            "openssl s_client -quiet -connect localhost:6697",
+        )
+
+    def test_unixSockets(self) -> None:
+        def unix(service: str, path: str) -> str:
+            return Listener(service, f"unix:{path}", UNIXAddress(path)).tryIt()
+
+        self.assertEqual(unix("chat", "/run/chat.sock"), "nc -U /run/chat.sock")
+        self.assertEqual(
+            unix("http", "/run/my http.sock"),
+            "curl --unix-socket '/run/my http.sock' http://localhost/",
+        )
+
+    def test_behindABalancer(self) -> None:
+        self.assertEqual(
+            tcp("chat", "haproxy:tcp:1025", "0.0.0.0", 1025).tryIt(),
+            "(behind a balancer that sends a PROXY protocol header)",
+        )
+
+
+class BannerTests(SynchronousTestCase):
+    def test_oneLinePerListenerAligned(self) -> None:
+        self.assertEqual(
+            banner(
+                "web-1",
+                [
+                    tcp("echo", "tcp6:1234", "::", 1234),
+                    tcp("http", "tcp:0", "0.0.0.0", 41000),
+                ],
+            ),
+            "netdemos: ready (web-1); try:\n"
+            "  echo     tcp6:1234  printf 'hi\\n' | nc localhost 1234\n"
+            "  http     tcp:0      curl http://localhost:41000/",
+        )
+
+
+class RecordedEndpointTests(SynchronousTestCase):
+    def test_recordsWhereThePortListens(self) -> None:
+        """
+        The address recorded is the port's own (C{getHost}), so a port the
+        kernel chose is the one shown.
+        """
+        reactor = MemoryReactor()
+        port = reactor.listenTCP(41000, Factory())
+
+        class Endpoint:
+            def listen(self, factory: Factory) -> object:
+                return succeed(port)
+
+        listeners: list[Listener] = []
+        endpoint = RecordedEndpoint(Endpoint(), "http", "tcp:0", listeners)  # type: ignore[arg-type]
+        self.assertIs(self.successResultOf(endpoint.listen(Factory())), port)
+        self.assertEqual(listeners, [Listener("http", "tcp:0", port.getHost())])
+        self.assertEqual(listeners[0].tryIt(), "curl http://localhost:41000/")
