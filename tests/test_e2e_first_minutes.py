@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import twisted
 from support.clients import Clients, httpGet
 from support.process import Launcher, runTwistd
 
 import netdemos
+import twisted
 from netdemos.testing import freePorts, netdemosCommand, serviceArguments
 
 
