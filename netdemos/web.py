@@ -2,7 +2,8 @@
 The C{--web} site: the chat page, and the chat room and echo over WebSocket.
 
   - C{GET /}: the page, with its script and style (C{netdemos/static/}: no
-    CDN, no build step, no framework);
+    CDN, no build step, no framework), each with an C{ETag} and a
+    C{Last-Modified}, so that a browser's revalidation is a bodiless 304;
   - C{/chat}: a WebSocket into the room the TCP chat clients are in
     (L{netdemos.chat.websocket});
   - C{/echo}: WebSocket echo, text back as text and binary as binary.
@@ -16,7 +17,9 @@ style and connects only to its own origin.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from hashlib import sha256
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,10 +29,11 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from twisted.web.http import NOT_MODIFIED, datetimeToString, stringToDatetime
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.websocket import WebSocketResource
 from wsproto import ConnectionType
 from wsproto.handshake import H11Handshake
@@ -68,7 +72,8 @@ SECURITY_HEADERS = {
     b"x-content-type-options": b"nosniff",
     b"referrer-policy": b"no-referrer",
     # The files are small: have browsers ask each time, so a new version of
-    # netdemos never meets an old script.
+    # netdemos never meets an old script; the page's files answer the asking
+    # with 304 when the browser's copy is current (StaticFile).
     b"cache-control": b"no-cache",
 }
 
@@ -224,35 +229,150 @@ class EchoSocketFactory:
         return EchoSocket(self, request)
 
 
+# An entity tag in If-None-Match, weak (W/"...") or strong ("...").
+_ENTITY_TAG = re.compile(rb'(?:W/)?"[^"]*"')
+
+
+def entityTag(data: bytes) -> bytes:
+    """
+    A strong entity tag for C{data}: 128 bits of its SHA-256, so that every
+    instance serving the same bytes gives the same tag.
+    """
+    return b'"%s"' % (sha256(data).hexdigest()[:32].encode("ascii"),)
+
+
+def anyTagMatches(etag: bytes, fieldValues: list[bytes]) -> bool:
+    """
+    Whether the C{If-None-Match} field values name C{etag}, or are C{*}.
+
+    Tags are compared weakly, as RFC 9110 (13.1.2) has it for C{GET} and
+    C{HEAD}: C{W/"x"} matches C{"x"}.  The values are lists, on one line or
+    several.
+    """
+    opaque = etag.removeprefix(b"W/")
+    for value in fieldValues:
+        if value.strip() == b"*":
+            return True
+        for tag in _ENTITY_TAG.findall(value):
+            if tag.removeprefix(b"W/") == opaque:
+                return True
+    return False
+
+
+def isNotModifiedSince(lastModified: int, fieldValues: list[bytes]) -> bool:
+    """
+    Whether C{If-Modified-Since} gives a date no earlier than
+    C{lastModified}; a field that is not exactly one date is ignored, as
+    RFC 9110 (13.1.3) asks.
+    """
+    if len(fieldValues) != 1:
+        return False
+    # Old browsers add "; length=N", which twisted.web drops too.
+    date = fieldValues[0].split(b";", 1)[0]
+    try:
+        since = stringToDatetime(date)
+    except (ValueError, IndexError):
+        # IndexError: a blank date.
+        return False
+    return bool(since >= lastModified)
+
+
+def isNotModified(request: IRequest, etag: bytes, lastModified: int) -> bool:
+    """
+    Whether the client's copy of a representation with these validators is
+    current, so that C{request}, a C{GET} or C{HEAD}, is answered 304.
+
+    C{If-None-Match} decides when present, and C{If-Modified-Since} only
+    without it (RFC 9110, 13.2.2).  twisted.web's L{HTTPRequest.setETag} and
+    L{HTTPRequest.setLastModified} would do this, but the one splits the
+    list only at spaces (so that the first of C{"a", "b"} is C{"a",}),
+    compares strongly and reads only the last C{If-None-Match} line, and the
+    other decides by C{If-Modified-Since} even beside C{If-None-Match}, and
+    fails with a 500 on a blank date.
+    """
+    headers = request.requestHeaders
+    tags = headers.getRawHeaders(b"if-none-match")
+    if tags is not None:
+        return anyTagMatches(etag, tags)
+    dates = headers.getRawHeaders(b"if-modified-since")
+    return dates is not None and isNotModifiedSince(lastModified, dates)
+
+
 class StaticFile(Resource):
     """
-    One file of the page, held in memory.
+    One file of the page, held in memory, with its validators: an C{ETag} of
+    its content and a C{Last-Modified} of when it was loaded.  A browser
+    asking whether its copy is current is answered 304, with no body.
+
+    @ivar etag: the file's strong entity tag (L{entityTag}).
+    @ivar lastModified: when it was loaded, in whole seconds since the epoch.
     """
 
     isLeaf = True
 
-    def __init__(self, data: bytes, contentType: str) -> None:
+    def __init__(self, data: bytes, contentType: str, lastModified: int) -> None:
         super().__init__()
         self._data = data
         self._contentType = contentType.encode("ascii")
+        self._contentLength = b"%d" % (len(data),)
+        self.etag = entityTag(data)
+        self.lastModified = lastModified
+        self._lastModifiedDate = datetimeToString(lastModified)
 
-    def render_GET(self, request: IRequest) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes | int:
+        if self._answeredNotModified(request):
+            return NOT_DONE_YET
         request.setHeader(b"content-type", self._contentType)
         return self._data
 
+    def render_HEAD(self, request: IRequest) -> bytes | int:
+        # The headers of a GET, without its body.  (Left to twisted.web, a
+        # HEAD renders the GET, and logs a warning as it drops the body.)
+        if self._answeredNotModified(request):
+            return NOT_DONE_YET
+        request.setHeader(b"content-type", self._contentType)
+        request.setHeader(b"content-length", self._contentLength)
+        return b""
 
-def renderPage(maxLine: int) -> Resource:
+    def _answeredNotModified(self, request: IRequest) -> bool:
+        """
+        Give the response the file's validators; if the client's copy is
+        current, answer 304 and return C{True}.
+        """
+        request.setHeader(b"etag", self.etag)
+        request.setHeader(b"last-modified", self._lastModifiedDate)
+        if not isNotModified(request, self.etag, self.lastModified):
+            return False
+        request.setResponseCode(NOT_MODIFIED)
+        # Finished here, because for an empty body twisted.web would send
+        # Content-Length: 0, and a 304 may give only the length its 200
+        # would have (RFC 9110, 8.6).  Nor is there a Content-Type: the
+        # client has the representation (15.4.5).
+        request.write(b"")
+        request.finish()
+        return True
+
+
+def renderPage(maxLine: int, loaded: float) -> Resource:
     """
     The page and its files, under one resource; the page is told the longest
     line the room takes, so that it can refuse a longer one before sending.
+
+    @param loaded: when the files are loaded, in seconds since the epoch:
+        their C{Last-Modified}.  Not the files' own times, because the page
+        is made from its file and the options, which may change whenever
+        netdemos restarts.
     """
     static = files("netdemos") / "static"
     root = Resource()
+    # HTTP dates are in whole seconds; rounded up, Last-Modified would be
+    # later than the Date of a response sent in the same second.
+    lastModified = int(loaded)
     for path, (name, contentType) in _STATIC.items():
         data = (static / name).read_bytes()
         if name == "index.html":
             data = data.replace(b"{{maxLine}}", b"%d" % (maxLine,))
-        root.putChild(path, StaticFile(data, contentType))
+        root.putChild(path, StaticFile(data, contentType, lastModified))
     return root
 
 
@@ -329,7 +449,7 @@ class WebSite(GuardedSite):
         self.room = chat.room
         # Made here, not by GuardedSite: the WebSocket endpoints count in it too.
         connections = Connections(maxConnections)
-        root = renderPage(chat.maxLine)
+        root = renderPage(chat.maxLine, clock.seconds())
         root.putChild(
             b"chat",
             WebSocketEntry(ChatSocketFactory(chat, connections, pingInterval), origins),

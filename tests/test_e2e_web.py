@@ -12,6 +12,7 @@ Chromium, driven by Playwright, for the page.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import select
 import shutil
@@ -165,6 +166,53 @@ class RawWebSocket:
 
 def isClose(event: Event) -> bool:
     return isinstance(event, CloseConnection)
+
+
+# The page's files, revalidated
+
+
+def test_browsersCopyOfAFileIsRevalidatedWith304(launcher: Launcher) -> None:
+    """
+    A GET with C{If-None-Match} naming a file's C{ETag}, or with
+    C{If-Modified-Since} its C{Last-Modified}, is answered 304, with no
+    body, on the same connection as the 200 that gave them; C{HEAD} too.
+
+    The files are served C{Cache-Control: no-cache}, so that a browser asks
+    every time: that costs a bodiless 304, not a download, when its copy is
+    current.
+    """
+    server = launcher.start(services=["web"])
+    connection = http.client.HTTPConnection(
+        LOOPBACK, server.webPort, timeout=LINE_TIMEOUT
+    )
+    try:
+        for path in ("/", "/chat.js", "/chat.css"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 200 and body, (path, response.status)
+            etag = response.getheader("ETag")
+            lastModified = response.getheader("Last-Modified")
+            assert etag and lastModified, response.getheaders()
+            for method, headers in (
+                ("GET", {"If-None-Match": f'"stale", {etag}'}),
+                ("GET", {"If-Modified-Since": lastModified}),
+                ("HEAD", {"If-None-Match": etag}),
+            ):
+                connection.request(method, path, headers=headers)
+                response = connection.getresponse()
+                assert response.status == 304, (path, method, headers)
+                assert response.read() == b""
+                assert response.getheader("ETag") == etag
+                assert response.getheader("Last-Modified") == lastModified
+                assert response.getheader("Cache-Control") == "no-cache"
+                assert response.getheader("Content-Length") is None
+            connection.request("GET", path, headers={"If-None-Match": '"stale"'})
+            response = connection.getresponse()
+            assert response.status == 200 and response.read() == body
+    finally:
+        connection.close()
+    server.assertNoErrorsLogged()
 
 
 # Echo

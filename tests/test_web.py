@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from support.chat import Room, received
-from support.http import get
+from support.http import connect, exchange, get
 from support.web import HOST, WebSocketClient, webSite
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import datetimeToString
 from wsproto.events import CloseConnection, Pong
 from wsproto.frame_protocol import FrameProtocol, Opcode
 from zope.interface.verify import verifyObject
@@ -96,6 +98,206 @@ class PageTests(SynchronousTestCase):
         response = get(self.site, b"/chat")
         self.assertTrue(response.startswith(b"HTTP/1.1 426 Upgrade Required"))
         self.assertIn(b"Upgrade: websocket", response)
+
+
+# When the cache tests' site loads its files: a time with a fraction, which
+# an HTTP date has not.
+LOADED = 1_780_000_000.75
+PAGE_FILES = (b"/", b"/chat.js", b"/chat.css", b"/icon.svg")
+
+
+def parseResponse(response: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """
+    The status, the headers (by lower-case name) and the body of one
+    complete response.
+    """
+    head, body = response.split(b"\r\n\r\n", 1)
+    statusLine, *lines = head.split(b"\r\n")
+    headers = dict(line.split(b": ", 1) for line in lines)
+    return (
+        int(statusLine.split()[1]),
+        {name.lower(): value for name, value in headers.items()},
+        body,
+    )
+
+
+class CacheTests(SynchronousTestCase):
+    """
+    The page's files carry validators, and a browser whose copy is current
+    is answered 304 with no body: C{Cache-Control: no-cache} has it ask
+    every time, and without a validator every asking was a full download.
+    """
+
+    def setUp(self) -> None:
+        clock = Clock()
+        clock.advance(LOADED)
+        self.room = Room(maxLine=100, clock=clock)
+        self.site = webSite(self.room)
+        self.lastModified = datetimeToString(int(LOADED))
+
+    def request(
+        self, path: bytes, *headers: bytes, method: bytes = b"GET"
+    ) -> tuple[int, dict[bytes, bytes], bytes]:
+        """
+        C{method path} with these header lines, on a new connection.
+        """
+        lines = b"".join(header + b"\r\n" for header in headers)
+        return parseResponse(
+            exchange(
+                self.site,
+                b"%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (method, path, lines),
+            )
+        )
+
+    def etagOf(self, path: bytes) -> bytes:
+        return self.request(path)[1][b"etag"]
+
+    def test_everyFileHasAStrongETagOfItsContentAndLastModified(self) -> None:
+        """
+        Each file's C{ETag} is a strong tag of its content (the page's as
+        the options made it): the same on every request and on a site
+        loaded at another time, and another for other content.  Its
+        C{Last-Modified} is when the site loaded it, in whole seconds.
+
+        A tag of the content is the same on every instance that serves the
+        same bytes, and changes when they change.
+        """
+        later = webSite(Room(maxLine=100, clock=Clock()))
+        tags = set()
+        for path in PAGE_FILES:
+            status, headers, _ = self.request(path)
+            self.assertEqual(status, 200, path)
+            self.assertRegex(headers[b"etag"], rb'^"[^"]+"$')
+            self.assertEqual(headers[b"last-modified"], self.lastModified)
+            self.assertEqual(headers[b"cache-control"], b"no-cache")
+            self.assertEqual(self.etagOf(path), headers[b"etag"])
+            self.assertEqual(
+                parseResponse(get(later, path))[1][b"etag"], headers[b"etag"]
+            )
+            tags.add(headers[b"etag"])
+        self.assertEqual(len(tags), len(PAGE_FILES))
+        otherPage = webSite(Room(maxLine=200))
+        self.assertNotEqual(
+            parseResponse(get(otherPage, b"/"))[1][b"etag"], self.etagOf(b"/")
+        )
+
+    def test_matchingIfNoneMatchIs304WithoutBody(self) -> None:
+        """
+        C{If-None-Match} naming the file's tag, anywhere in a list, on any
+        of several lines, weak or strong, or C{*}, is answered 304: no body,
+        no C{Content-Length} or C{Content-Type}, and the validators,
+        C{Cache-Control}, C{X-Served-By} and security headers of a 200.
+        """
+        for path in PAGE_FILES:
+            etag = self.etagOf(path)
+            for header in (
+                b"If-None-Match: " + etag,
+                b'If-None-Match: "other", ' + etag,
+                b'If-None-Match: "other",' + etag + b',"more"',
+                b"If-None-Match: W/" + etag,
+                b"If-None-Match: *",
+            ):
+                status, headers, body = self.request(path, header)
+                self.assertEqual((status, body), (304, b""), header)
+                self.assertEqual(headers[b"etag"], etag)
+                self.assertEqual(headers[b"last-modified"], self.lastModified)
+                self.assertEqual(headers[b"cache-control"], b"no-cache")
+                self.assertEqual(headers[b"x-served-by"], b"chat-1")
+                self.assertIn(b"content-security-policy", headers)
+                self.assertNotIn(b"content-length", headers)
+                self.assertNotIn(b"content-type", headers)
+            status, _, _ = self.request(
+                path, b'If-None-Match: "other"', b"If-None-Match: W/" + etag
+            )
+            self.assertEqual(status, 304)
+
+    def test_otherTagsAre200(self) -> None:
+        """
+        A list that does not name the file's tag, or that is not a list of
+        tags, gets the file.
+        """
+        etag = self.etagOf(b"/chat.js")
+        for value in (b'"other"', b'W/"other", "more"', etag.strip(b'"'), b""):
+            status, headers, body = self.request(
+                b"/chat.js", b"If-None-Match: " + value
+            )
+            self.assertEqual(status, 200, value)
+            self.assertEqual(headers[b"content-length"], b"%d" % (len(body),))
+            self.assertIn(b"textContent", body)
+
+    def test_ifModifiedSinceNotEarlierThanLastModifiedIs304(self) -> None:
+        """
+        Without C{If-None-Match}, C{If-Modified-Since} at or after
+        C{Last-Modified} is answered 304, and an earlier one, or one that is
+        not a date, with the file: never with an error.
+        """
+        for since, expected in (
+            (self.lastModified, 304),
+            (datetimeToString(int(LOADED) + 3600), 304),
+            (self.lastModified + b"; length=4656", 304),
+            (datetimeToString(int(LOADED) - 1), 200),
+            (b"yesterday", 200),
+            (b"", 200),
+            (b";", 200),
+            (self.lastModified + b", " + self.lastModified, 200),
+        ):
+            status, _, body = self.request(b"/chat.css", b"If-Modified-Since: " + since)
+            self.assertEqual(status, expected, since)
+            self.assertEqual(body == b"", expected == 304, since)
+
+    def test_ifNoneMatchTakesPrecedenceOverIfModifiedSince(self) -> None:
+        """
+        With both, If-None-Match decides (RFC 9110, 13.2.2): a tag that does
+        not match gets the file even if the date would have got a 304, and
+        one that matches gets a 304 even if the date is earlier.
+        """
+        etag = self.etagOf(b"/")
+        later = b"If-Modified-Since: " + datetimeToString(int(LOADED) + 3600)
+        earlier = b"If-Modified-Since: " + datetimeToString(int(LOADED) - 3600)
+        self.assertEqual(self.request(b"/", b'If-None-Match: "old"', later)[0], 200)
+        self.assertEqual(self.request(b"/", b"If-None-Match: " + etag, earlier)[0], 304)
+
+    def test_headHasTheHeadersOfGetAndIsConditionalToo(self) -> None:
+        """
+        C{HEAD} gets a C{GET}'s headers, its length included, and no body;
+        a conditional one gets the 304 a C{GET} would; and nothing is logged
+        for it.
+        """
+        observer = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
+        status, getHeaders, body = self.request(b"/chat.js")
+        status, headers, headBody = self.request(b"/chat.js", method=b"HEAD")
+        self.assertEqual((status, headBody), (200, b""))
+        for name in (b"etag", b"last-modified", b"content-type", b"content-length"):
+            self.assertEqual(headers[name], getHeaders[name], name)
+        self.assertEqual(headers[b"content-length"], b"%d" % (len(body),))
+        status, headers, headBody = self.request(
+            b"/chat.js", b"If-None-Match: " + getHeaders[b"etag"], method=b"HEAD"
+        )
+        self.assertEqual((status, headBody), (304, b""))
+        self.assertNotIn(b"content-length", headers)
+        self.assertEqual([formatEvent(event) for event in observer], [])
+
+    def test_connectionServesAfterA304(self) -> None:
+        """
+        A 304 ends where its headers do: the next request on the same
+        connection is answered in full.
+        """
+        channel, transport = connect(self.site)
+        etag = self.etagOf(b"/chat.css")
+        channel.dataReceived(
+            b"GET /chat.css HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n"
+            b"GET /chat.css HTTP/1.1\r\nHost: x\r\n\r\n" % (etag,)
+        )
+        notModified, full = transport.value().split(b"HTTP/1.1 ")[1:]
+        self.assertTrue(notModified.startswith(b"304 "), notModified)
+        self.assertTrue(notModified.endswith(b"\r\n\r\n"), notModified)
+        status, headers, body = parseResponse(b"HTTP/1.1 " + full)
+        self.assertEqual(status, 200)
+        self.assertEqual(b"%d" % (len(body),), headers[b"content-length"])
+        self.assertFalse(transport.disconnecting)
 
 
 class LimitTests(SynchronousTestCase):

@@ -11,8 +11,9 @@ L{support.process} starts the installed C{twistd netdemos} on free loopback
 ports and stops it (on L{netdemos.testing}, which the benchmarks share);
 L{support.clients} speaks to it (chat users, lines, HTTP, echo, TLS);
 L{support.certificates} makes a TLS certificate; L{support.prometheus} scrapes
-C{/metrics}; L{support.systemd} reads the shipped units and receives
-C{sd_notify} messages.  The fixtures that put them together for one test are
+C{/metrics}; L{support.redbot} lints its responses with REDbot;
+L{support.systemd} reads the shipped units and receives C{sd_notify}
+messages.  The fixtures that put them together for one test are
 in C{tests/conftest.py}.
 """
 
