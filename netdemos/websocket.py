@@ -82,6 +82,7 @@ class WebSocketConnection:
         self._lastHeard = clock.seconds()
         self._pingedAt: float | None = None
         self._checkCall: IDelayedCall | None = None
+        self._closeCall: IDelayedCall | None = None
         self._closeTimeout: IDelayedCall | None = None
         self._closeSent = False
         self._transportClosing = False
@@ -113,7 +114,7 @@ class WebSocketConnection:
 
     def connectionLost(self, reason: Failure) -> None:
         self._connections.remove(self)
-        for call in (self._checkCall, self._closeTimeout):
+        for call in (self._checkCall, self._closeCall, self._closeTimeout):
             if call is not None and call.active():
                 call.cancel()
 
@@ -163,15 +164,24 @@ class WebSocketConnection:
 
     def closeWith(self, code: int) -> None:
         """
-        Send a close frame with C{code}, then close the connection once what
-        was sent has been written, or after L{CLOSE_GRACE_SECONDS} if the peer
-        does not read it.
+        Send a close frame with C{code} at the end of this turn, then close
+        the connection once what was sent has been written, or after
+        L{CLOSE_GRACE_SECONDS} if the peer does not read it.
         """
         if self._closeSent:
             return
         self._closeSent = True
-        # The frame, then closeTransport.
-        self.websocket.loseConnection(code)
+        # Twisted handles every frame of one read in a loop, and answers a ping
+        # that follows our close frame there by raising (wsproto sends nothing
+        # more once it has sent one); so the frame waits until that read is
+        # handled, which is at most one read's worth of answers later.
+        self._closeCall = self._clock.callLater(0, self._sendClose, code)
+
+    def _sendClose(self, code: int) -> None:
+        self._closeCall = None
+        if not self._transportClosing:
+            # The frame, then closeTransport.
+            self.websocket.loseConnection(code)
 
     def closeTransport(self) -> None:
         """
@@ -195,6 +205,14 @@ class WebSocketConnection:
         Close because the server is going away (netdemos is stopping).
         """
         self.closeWith(GOING_AWAY)
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data} to the transport.  Every byte the WebSocket sends comes
+        through here, Twisted's own frames (its answers to pings, say) as well
+        as a subclass's, for a subclass to count them.
+        """
+        self.transport.write(data)
 
 
 def textFrames(payloads: Iterable[bytes]) -> bytes:
@@ -284,14 +302,15 @@ def capMessages(
 class _TransportFor:
     """
     The transport Twisted's WebSocket protocol writes to: the connection's
-    own, except that closing it is the L{WebSocketConnection}'s to do.
+    own, except that what is written goes through the L{WebSocketConnection},
+    and closing it is the connection's to do.
     """
 
     def __init__(self, connection: WebSocketConnection) -> None:
         self._connection = connection
 
     def write(self, data: bytes) -> None:
-        self._connection.transport.write(data)
+        self._connection.write(data)
 
     def loseConnection(self) -> None:
         self._connection.closeTransport()

@@ -376,6 +376,58 @@ def test_slowWebSocketReaderIsDroppedAsATCPOneIs(
     stalled.close()
 
 
+def test_pingFloodFromANonReaderIsDroppedInBoundedMemory(
+    launcher: Launcher, clients: Clients
+) -> None:
+    """
+    A client that floods C{/chat} with pings and never reads the pongs is
+    dropped past C{--chat-backlog}, as one that does not read the room is,
+    within seconds, and the server grows by little; a TCP user in the same
+    room sees it go, and keeps being served.
+
+    Twisted answers each ping itself, straight to the transport: before the
+    pongs counted in the member's backlog, the server read pings and queued
+    pongs for such a client without end (38 MB in 10 s).
+    """
+    server = launcher.start(
+        services=["chat", "web"], metrics=True, extra=["--chat-backlog=65536"]
+    )
+    talker = clients.chatUser(server.chatPort)
+    flooder = RawWebSocket(server.webPort, "/chat", receiveBuffer=4096)
+    name = f"{LOOPBACK}:{flooder.connection.getsockname()[1]}"
+    talker.inbox.waitForLine(f"* {name} joined (2 in the room)")
+    rssBefore = server.rssBytes()
+    pings = b"".join(flooder.wire.send(Ping(b"p" * 125)) for _ in range(100))
+    flooder.connection.settimeout(0.5)
+    sent = grown = 0
+    started = time.monotonic()
+    deadline = started + 2 * LINE_TIMEOUT
+    while True:
+        grown = server.rssBytes() - rssBefore
+        assert time.monotonic() < deadline and grown < 20 * MB, (
+            f"not dropped after {sent / MB:.1f} MB of pings in"
+            f" {time.monotonic() - started:.1f} s; the server grew {grown / MB:.1f} MB"
+        )
+        try:
+            flooder.connection.sendall(pings)
+        except TimeoutError:
+            continue  # pushed back: the server has stopped reading
+        except OSError:
+            break  # aborted
+        sent += len(pings)
+    print(
+        f"{sent / MB:.1f} MB of pings, dropped in {time.monotonic() - started:.1f} s;"
+        f" the server grew {grown / MB:.1f} MB"
+    )
+    talker.inbox.waitForLine(f"* {name} was dropped (too slow)")
+    talker.send(b"still served\n")
+    talker.inbox.waitForLine(f"<{talker.name}> still served")
+    samples = scrapeMetrics(server.metricsPort)
+    assert sample(samples, "netdemos_chat_clients_dropped_total", reason="slow") == 1
+    flooder.close()
+    server.assertNoErrorsLogged()
+
+
 def test_thousandWebSocketClientsAllReceiveALine(
     launcher: Launcher, clients: Clients
 ) -> None:

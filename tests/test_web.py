@@ -16,7 +16,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import datetimeToString
-from wsproto.events import CloseConnection, Pong
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong
 from wsproto.frame_protocol import FrameProtocol, Opcode
 from zope.interface.verify import verifyObject
 
@@ -510,6 +510,53 @@ class ChatSocketTests(SynchronousTestCase):
         )
         self.assertEqual(self.room.room.clientsDropped["slow"], 1)
 
+    def test_pongsToAReaderThatIsBehindCountAndDropIt(self) -> None:
+        """
+        A browser that floods pings and does not read is dropped past
+        C{--chat-backlog}, as one that does not read the room is: Twisted
+        answers every ping itself, and those answers wait in the same
+        transport as the room's lines, so they count toward the backlog.
+        Those already read are answered without error, and the close frame
+        follows them.
+        """
+        flooder = self.connect()
+        _, talkerT = self.room.connect()
+        flooder.takeTexts()  # the talker joined
+        socket = member_(flooder)
+        socket.pauseProducing()  # its transport's send buffer is full
+        flooder.sendFrames(*[Ping(b"p" * 125)] * 3)
+        self.assertEqual(socket.unsent, member.TRANSPORT_BUFFER + 3 * 127)
+        flooder.sendFrames(*[Ping(b"p" * 125)] * 20)
+        self.assertEqual(self.room.room.clientsDropped["slow"], 1)
+        self.assertIn(
+            f"* {flooder.name} was dropped (too slow)".encode(), received(talkerT)
+        )
+        events = flooder.receive()
+        self.assertEqual(sum(isinstance(event, Pong) for event in events), 23)
+        self.assertEqual(
+            flooder.texts,
+            [
+                "! disconnected: more than 1000 bytes of output were waiting for you"
+                " to read"
+            ],
+        )
+        self.assertIsInstance(events[-1], CloseConnection)
+        self.assertFalse(flooder.connected)
+
+    def test_aPingAfterAClosingMessageInOneReadIsAnswered(self) -> None:
+        """
+        A ping read together with a message that closes the connection is
+        answered, and the close frame follows: before, Twisted's answer
+        raised, since wsproto sends nothing after a close frame, and the
+        connection was lost with an error logged.
+        """
+        browser = self.connect()
+        browser.sendFrames(BytesMessage(b"x"), Ping(b"after"))
+        events = browser.receive()
+        self.assertEqual([type(event) for event in events], [Pong, CloseConnection])
+        self.assertEqual(browser.closeCode, 1003)
+        self.assertFalse(browser.connected)
+
     def test_aBatchIsFramedOnceForEveryMember(self) -> None:
         """
         What the room says in a turn is framed once, not once per member:
@@ -649,6 +696,7 @@ class EchoSocketTests(SynchronousTestCase):
         """
         self.client.transport.loseConnection = lambda: None  # type: ignore[method-assign]
         self.client.sendBytes(b"x" * 1001)
+        self.room.clock.advance(0)  # the end of the turn: the close frame goes
         self.room.clock.advance(CLOSE_GRACE_SECONDS)
         self.assertTrue(self.client.aborted)
 

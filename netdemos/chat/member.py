@@ -126,9 +126,10 @@ class RoomMember(TimeoutMixin):
     dropped, so one stalled reader costs bounded memory and never slows the
     others.
 
-    A wire provides L{send}, to encode a batch of lines for it, and
-    L{loseConnection}; and calls L{joinRoom}, L{linesReceived} and L{left}
-    as its connection comes, speaks and goes.
+    A wire provides L{send}, to encode a batch of lines for it and L{write}
+    them, and L{loseConnection}; writes everything else it sends through
+    L{write} too; and calls L{joinRoom}, L{linesReceived} and L{left} as its
+    connection comes, speaks and goes.
 
     @ivar transport: the byte stream under the member (TCP, TLS or UNIX: each
         provides ITransport and IConsumer, which Twisted has no single
@@ -170,7 +171,7 @@ class RoomMember(TimeoutMixin):
     def send(self, data: bytes) -> None:
         """
         Send C{data}, CR LF ended lines as the room encodes them, in whatever
-        form this wire wants.
+        form this wire wants, with L{write}.
         """
         raise NotImplementedError()
 
@@ -347,15 +348,30 @@ class RoomMember(TimeoutMixin):
 
     def deliver(self, data: bytes) -> None:
         """
-        Send encoded lines, dropping this member if it is too far behind.
+        Send encoded lines; L{write} drops this member if it is too far behind.
         """
         if self.closing or not data:
             return
         self.send(data)
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data}, as the wire frames it, to the transport, dropping this
+        member if it is too far behind.
+
+        Whatever the bytes are, the room's lines or what the wire sends of its
+        own accord (a WebSocket's answers to pings), while the member is
+        behind they wait in the transport, and count toward its backlog.
+        """
+        self.transport.write(data)
         if self._behind:
             self.unsent += len(data)
             self.room.stillBehind(len(data))
-            if self.unsent - TRANSPORT_BUFFER > self._settings.backlog:
+            if (
+                self.unsent - TRANSPORT_BUFFER > self._settings.backlog
+                and self._abortCall is None
+                and not self.closing
+            ):
                 self._dropAsTooSlow(
                     b"more than %d bytes of output were waiting for you to read"
                     % (self._settings.backlog,)
@@ -377,11 +393,12 @@ class RoomMember(TimeoutMixin):
 
     def _dropAsTooSlow(self, why: bytes) -> None:
         self.room.clientsDropped["slow"] += 1
-        self.send(b"! disconnected: %s\r\n" % (why,))
-        # It is not reading, so a clean close may never finish flushing.
+        # It is not reading, so a clean close may never finish flushing.  Set
+        # first: it also says the drop is under way to the writes that follow.
         self._abortCall = self._settings.clock.callLater(
             DROP_GRACE_SECONDS, self.transport.abortConnection
         )
+        self.send(b"! disconnected: %s\r\n" % (why,))
         self.close("was dropped (too slow)")
 
     def dropForMemory(self) -> None:

@@ -91,7 +91,7 @@ class ChatClient(RoomMember, Protocol):
     # The wire
 
     def send(self, data: bytes) -> None:
-        self.transport.write(data)
+        self.write(data)
 
     def loseConnection(self) -> None:
         """

@@ -116,7 +116,12 @@ class ChatSocket(WebSocketConnection, RoomMember):
         # would frame every line again for every member.  That is safe while
         # the WebSocket is open: no close frame sent or answered.
         if not self._closeSent:
-            self.transport.write(self._frames.framesFor(data))
+            self.write(self._frames.framesFor(data))
+
+    def write(self, data: bytes) -> None:
+        # Everything this WebSocket sends, Twisted's pongs included, waits in
+        # the same transport, so all of it counts toward the backlog.
+        RoomMember.write(self, data)
 
     def loseConnection(self) -> None:
         self.closeWith(GOING_AWAY if self.room.closed else NORMAL_CLOSURE)

@@ -108,6 +108,13 @@ class WebSocketClient:
     def sendFrame(self, event: Event) -> None:
         self.channel.dataReceived(self.wire.send(event))
 
+    def sendFrames(self, *events: Event) -> None:
+        """
+        Send C{events} as the server would read them from a busy peer: all
+        at once, in one read.
+        """
+        self.channel.dataReceived(b"".join(self.wire.send(event) for event in events))
+
     def sendText(self, text: str, finished: bool = True) -> None:
         self.sendFrame(TextMessage(data=text, message_finished=finished))
 
