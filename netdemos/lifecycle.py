@@ -131,11 +131,8 @@ class NetdemosService(MultiService):
         self._serving = True
         self.notifier.ready()
         self._statusLoop.start(STATUS_INTERVAL, now=True)
-        log.info(
-            "{banner}",
-            banner=banner(self.instance, self.listening),
-            listening=[(each.service, str(each.address)) for each in self.listening],
-        )
+        for line in banner(self.instance, self.listening):
+            log.info("{line}", line=line)
 
     def summary(self) -> str:
         """

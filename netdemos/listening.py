@@ -96,16 +96,16 @@ def _overUNIX(service: str, path: str, tls: bool) -> str:
     return f"{line}nc -U {path}"
 
 
-def banner(instance: str, listeners: list[Listener]) -> str:
+def banner(instance: str, listeners: list[Listener]) -> list[str]:
     """
     The lines that say the server is ready, and for each listener where it
-    is and how to try it.
+    is and how to try it: each a log event of its own, as a journal wants.
     """
     width = max((len(each.description) for each in listeners), default=0)
     lines = [f"netdemos: ready ({instance}); try:"]
     for each in listeners:
         lines.append(f"  {each.service:<8} {each.description:<{width}}  {each.tryIt()}")
-    return "\n".join(lines)
+    return lines
 
 
 @implementer(IStreamServerEndpoint)

@@ -36,13 +36,13 @@ def test_bannerSaysWhereEachServiceListensAndHowToTryIt(
     output = server.waitUntilLogged("netdemos: ready (")
     banner = output[output.index("netdemos: ready (") :]
     found = re.search(
-        r"\n\s+http\s+tcp:0:interface=127\.0\.0\.1\s+"
+        r"\]\s+http\s+tcp:0:interface=127\.0\.0\.1\s+"
         r"curl http://127\.0\.0\.1:(\d+)/\n",
         banner,
     )
     assert found, banner
     assert re.search(
-        rf"\n\s+chat\s+tcp6:{chatPort}\s+nc localhost {chatPort}\n", banner
+        rf"\]\s+chat\s+tcp6:{chatPort}\s+nc localhost {chatPort}\n", banner
     )
     assert "Starting factory" not in output
     assert httpGet(int(found[1]))[1].startswith(b"I am request #1")

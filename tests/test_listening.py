@@ -89,9 +89,11 @@ class BannerTests(SynchronousTestCase):
                     tcp("http", "tcp:0", "0.0.0.0", 41000),
                 ],
             ),
-            "netdemos: ready (web-1); try:\n"
-            "  echo     tcp6:1234  printf 'hi\\n' | nc localhost 1234\n"
-            "  http     tcp:0      curl http://localhost:41000/",
+            [
+                "netdemos: ready (web-1); try:",
+                "  echo     tcp6:1234  printf 'hi\\n' | nc localhost 1234",
+                "  http     tcp:0      curl http://localhost:41000/",
+            ],
         )
 
 
