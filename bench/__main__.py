@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from support.running import childEnvironment
+
 from bench import loads, servers
 from bench.servers import Server
-from netdemos.testing import childEnvironment
 
 LOAD_NAMES = (
     "echo",

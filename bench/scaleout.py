@@ -30,9 +30,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from support.running import freePorts
+
 from bench import loads, servers
 from bench.servers import Server
-from netdemos.testing import freePorts
 
 
 class Redis:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netdemos.testing import (
+from support.running import (
     SERVICES,
     ServerExitedError,
     ServerProcess,

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from netdemos.testing import (
+from support.running import (
     LOOPBACK,
     ServerProcess,
     freePorts,

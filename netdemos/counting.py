@@ -25,6 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from netdemos.scripts import luaScript
+
 if TYPE_CHECKING:
     # Only its type: importing txredisapi imports the reactor, which must wait
     # until twistd has chosen one, and only --redis needs it.
@@ -235,25 +237,11 @@ class CounterUnavailableError(Exception):
 # 503: a load balancer then retries it elsewhere, well within its own timeout.
 ANSWER_TIMEOUT = 0.5
 
-# Hand out ARGV[1] numbers: add them to the count, and tell every instance
-# the new count, the highest number handed out so far, before the one that
-# asked has it (the channel is ARGV[2]).  Return it.
-TAKE_SCRIPT = """
-local last = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], last)
-return last
-"""
+# Hand out numbers, and tell every instance the new count.
+TAKE_SCRIPT = luaScript("counter-take.lua")
 
-# Raise the count to at least ARGV[1], atomically; return the count, and 1
-# if there was a count at all (0: Redis is empty).  It always writes, so that
-# a Redis that refuses writes (full) refuses it: the counter is ready only
-# once numbers can be had.
-RAISE_SCRIPT = """
-local found = redis.call('GET', KEYS[1])
-local count = math.max(tonumber(found or '0'), tonumber(ARGV[1]))
-redis.call('SET', KEYS[1], count)
-return {count, found and 1 or 0}
-"""
+# Raise the count to at least the highest number heard, even in an empty Redis.
+RAISE_SCRIPT = luaScript("counter-raise.lua")
 
 # A Redis found empty on a reconnection lost its count: the instances that
 # handed out the latest numbers raise it as they reconnect, within about a

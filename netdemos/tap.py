@@ -639,7 +639,7 @@ def makeService(
     )
     hub = None
     if link is not None and options["chat"]:
-        from netdemos.chat.hub import RedisHub
+        from netdemos.chat.redishub import RedisHub
 
         hub = RedisHub(link, reactor, options["name"], maxLine=options["max-line"])
     chatFactory = chat.ChatFactory(

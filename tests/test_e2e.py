@@ -29,9 +29,9 @@ from support.process import (
     runNetdemos,
     runTwistd,
 )
+from support.running import LOOPBACK, loopbackEndpoint
 
 from netdemos.chat.member import BEHIND_LIMIT
-from netdemos.testing import LOOPBACK, loopbackEndpoint
 
 MB = 1024 * 1024
 
@@ -696,3 +696,18 @@ def test_distributionShipsNoTwistedInitOrDropinCache(tmp_path: Path) -> None:
     assert "twisted/__init__.py" not in files, files
     assert "twisted/plugins/__init__.py" not in files, files
     assert not [name for name in files if name.endswith("dropin.cache")], files
+
+
+def test_distributionShipsNoTestCodeAndItsLuaScripts(tmp_path: Path) -> None:
+    """
+    The installed package is the server: the helpers that run it for the
+    tests and benchmarks stay in C{tests/support/}; the Lua scripts it runs
+    in Redis ship, as package data.
+    """
+    files = installedPython(
+        tmp_path,
+        "import importlib.metadata, json;"
+        "print(json.dumps([str(f) for f in importlib.metadata.files('netdemos')]))",
+    )
+    assert [name for name in files if "testing" in name or "/tests/" in name] == []
+    assert "netdemos/lua/room-publish.lua" in files, files

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from support.clients import Clients, allowOpenFiles, connect, echoRoundTrip, httpGet
 from support.process import Launcher, Netdemos
-
-from netdemos.testing import START_TIMEOUT
+from support.running import START_TIMEOUT
 
 MB = 1024 * 1024
 

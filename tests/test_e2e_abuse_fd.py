@@ -22,8 +22,7 @@ from support import LINE_TIMEOUT
 from support.clients import LineReader, allowOpenFiles, connect, httpGet
 from support.process import Launcher, Netdemos
 from support.prometheus import sample, scrapeMetrics
-
-from netdemos.testing import readUntilClosed
+from support.running import readUntilClosed
 
 CROWD = 1100
 # Batches of connections made before any is read from: far fewer than the

@@ -20,8 +20,7 @@ from support import LINE_TIMEOUT
 from support.clients import Clients, httpGet
 from support.process import Launcher
 from support.prometheus import sample, scrapeMetrics
-
-from netdemos.testing import readUntilClosed
+from support.running import readUntilClosed
 
 MiB = 1024 * 1024
 

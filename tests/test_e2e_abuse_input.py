@@ -17,8 +17,7 @@ import pytest
 from support import EXIT_TIMEOUT
 from support.clients import Clients, nextNumber
 from support.process import KILLED_BY_SIGTERM, Launcher, runNetdemos
-
-from netdemos.testing import LOOPBACK
+from support.running import LOOPBACK
 
 SIGHUP_LOGGED = "netdemos: SIGHUP received"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from support.clients import Clients, httpGet
 from support.process import Launcher, runTwistd
+from support.running import freePorts, netdemosCommand, serviceArguments
 
 import netdemos
 import twisted
-from netdemos.testing import freePorts, netdemosCommand, serviceArguments
 
 
 def test_bannerSaysWhereEachServiceListensAndHowToTryIt(

@@ -19,8 +19,7 @@ from support.clients import Clients, connect, getNumbers, waitForReadiness
 from support.process import Launcher, Netdemos
 from support.prometheus import sample, scrapeMetrics
 from support.proxy import FORGED_V1_HEADERS
-
-from netdemos.testing import LOOPBACK, readUntilClosed
+from support.running import LOOPBACK, readUntilClosed
 
 
 def behindHAProxy(

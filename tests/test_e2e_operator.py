@@ -26,9 +26,8 @@ from support.certificates import Certificate
 from support.clients import Clients, LineReader, echoRoundTrip, httpGet, nextNumber
 from support.process import KILLED_BY_SIGTERM, Launcher, Netdemos, runNetdemos
 from support.prometheus import sample, scrapeMetrics
+from support.running import LOOPBACK, readUntilClosed
 from support.systemd import NotifySocket
-
-from netdemos.testing import LOOPBACK, readUntilClosed
 
 
 def terminate(server: Netdemos) -> tuple[int, float]:

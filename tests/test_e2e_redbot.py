@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from support.process import Launcher
 from support.redbot import lint
-
-from netdemos.testing import LOOPBACK
+from support.running import LOOPBACK
 
 # What the page is made of: the page, its script, its style and its icon.
 PAGE_FILES = ("/", "/chat.js", "/chat.css", "/icon.svg")

@@ -20,8 +20,7 @@ import pytest
 from support.backbone import RedisServer
 from support.clients import Clients, getNumbers, httpGet, waitForReadiness
 from support.process import Launcher, Netdemos, redisInstance, runTwistd
-
-from netdemos.testing import LOOPBACK, freePorts, inheritSockets, netdemosCommand
+from support.running import LOOPBACK, freePorts, inheritSockets, netdemosCommand
 
 # How long the tests wait for what the issue bounds: a dead instance's members
 # gone within 15 s; the room whole again within 5 s of Redis.

@@ -19,7 +19,7 @@ from support.clients import ChatUser, Clients, getNumbers, httpGet, waitForReadi
 from support.process import Launcher, Netdemos, redisInstance
 from support.prometheus import sample, scrapeMetrics
 
-from netdemos.chat.hub import HEARTBEAT_INTERVAL, PRESENCE_TTL
+from netdemos.chat.redishub import HEARTBEAT_INTERVAL, PRESENCE_TTL
 
 # Every key and channel starts with --redis-prefix in braces: a hash tag.
 PREFIX = "{netdemos}"

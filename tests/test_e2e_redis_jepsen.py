@@ -23,9 +23,9 @@ from collections.abc import Callable
 from support.backbone import RedisServer
 from support.clients import ChatUser, Clients, requestNumber, waitForReadiness
 from support.process import Launcher, Netdemos, redisInstance
+from support.running import LOOPBACK
 
-from netdemos.chat.hub import HEARTBEAT_INTERVAL, PRESENCE_TTL
-from netdemos.testing import LOOPBACK
+from netdemos.chat.redishub import HEARTBEAT_INTERVAL, PRESENCE_TTL
 
 # The faults last about this long in all, with a healthy gap after each.
 FAULT_SECONDS = 40.0

@@ -29,6 +29,13 @@ from support.certificates import Certificate
 from support.clients import Clients, connect, httpGet, rawHTTP
 from support.process import Launcher, Netdemos
 from support.prometheus import sample, scrapeMetrics
+from support.running import (
+    LOOPBACK,
+    START_TIMEOUT,
+    loopbackEndpoint,
+    netdemosCommand,
+    serviceArguments,
+)
 from websockets.asyncio.client import ClientConnection
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -38,14 +45,6 @@ from wsproto.events import (
     Event,
     Ping,
     Request,
-)
-
-from netdemos.testing import (
-    LOOPBACK,
-    START_TIMEOUT,
-    loopbackEndpoint,
-    netdemosCommand,
-    serviceArguments,
 )
 
 MB = 1024 * 1024

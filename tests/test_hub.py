@@ -13,15 +13,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from netdemos.chat.hub import (
+from netdemos.chat.hub import IHub, IHubListener, LocalHub
+from netdemos.chat.redishub import (
     HEARTBEAT_INTERVAL,
     PRESENCE_TTL,
     REGISTER_SCRIPT,
     RETRY_INTERVAL,
     BadMessageError,
-    IHub,
-    IHubListener,
-    LocalHub,
     RedisHub,
     parseBatch,
 )

@@ -24,9 +24,8 @@ import pytest
 from support import EXIT_TIMEOUT
 from support.clients import Clients, bracketed, echoRoundTrip, rawHTTP
 from support.process import Launcher, Netdemos
+from support.running import START_TIMEOUT, freePorts, twistdCommand
 from support.systemd import SERVICE, SOCKETS, NotifySocket, readUnit
-
-from netdemos.testing import START_TIMEOUT, freePorts, twistdCommand
 
 
 @pytest.fixture

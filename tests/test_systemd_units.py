@@ -14,13 +14,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from support.running import twistdCommand
 from support.systemd import INSTANCE_SOCKETS, SERVICE, SOCKETS, UNITS, readUnit
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS
 from netdemos.descriptors import planDescriptors
 from netdemos.tap import DEFAULT_PORTS
-from netdemos.testing import twistdCommand
 
 INSTALLED_TWISTD = "/opt/netdemos/bin/twistd"
 

@@ -8,7 +8,7 @@ L{support.descriptors} (an open-file limit held in memory).
 
 The end-to-end tests' harness, which sees the server only as its clients do:
 L{support.process} starts the installed C{twistd netdemos} on free loopback
-ports and stops it (on L{netdemos.testing}, which the benchmarks share);
+ports and stops it (on L{support.running}, which the benchmarks share);
 L{support.clients} speaks to it (chat users, lines, HTTP, echo, TLS);
 L{support.certificates} makes a TLS certificate; L{support.prometheus} scrapes
 C{/metrics}; L{support.redbot} lints its responses with REDbot;

@@ -7,7 +7,7 @@ In CI (C{CI} set) a missing server program fails the test: C{.ci/run}
 installs both, and a test that quietly skips proves nothing.  Elsewhere the
 test is skipped, saying what to install.
 
-Like L{support.process}, it uses only L{netdemos.testing}, none of Twisted.
+Like L{support.process}, it uses only L{support.running}, none of Twisted.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from netdemos.testing import LOOPBACK, START_TIMEOUT, freePorts
+from support.running import LOOPBACK, START_TIMEOUT, freePorts
 
 # Where Debian puts the programs; /usr/sbin is not on every user's PATH.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])

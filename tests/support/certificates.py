@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from netdemos.testing import LOOPBACK
+from support.running import LOOPBACK
 
 
 @dataclass(frozen=True)

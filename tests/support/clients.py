@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from netdemos.testing import LOOPBACK, START_TIMEOUT, readUntilClosed
 from support import LINE_TIMEOUT
 from support.certificates import Certificate
+from support.running import LOOPBACK, START_TIMEOUT, readUntilClosed
 
 
 def bracketed(host: str) -> str:

@@ -3,7 +3,7 @@ Run the installed C{twistd netdemos} for a test: on free loopback ports, with
 any mix of services, TLS, metrics, options and environment; wait until it
 listens; stop it when the test ends.
 
-Built on L{netdemos.testing}, which the benchmarks share.
+Built on L{support.running}, which the benchmarks share.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from netdemos.testing import (
+from support import EXIT_TIMEOUT, LINE_TIMEOUT
+from support.certificates import Certificate
+from support.clients import waitForReadiness
+from support.running import (
     SERVICES,
     ServerExitedError,
     ServerProcess,
@@ -30,9 +33,6 @@ from netdemos.testing import (
     spawn,
     twistdCommand,
 )
-from support import EXIT_TIMEOUT, LINE_TIMEOUT
-from support.certificates import Certificate
-from support.clients import waitForReadiness
 
 # On SIGTERM twistd stops the service, then kills itself with the same signal,
 # so that its parent sees how it ended.

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netdemos.testing import childEnvironment
+from support.running import childEnvironment
 
 # REDbot waits for its own probes too; loopback answers in milliseconds, but a
 # loaded 2-core machine may take seconds to start a Python.

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from netdemos.chat.hub import (
+from netdemos.chat.redishub import (
     HEARTBEAT_SCRIPT,
     PUBLISH_SCRIPT,
     REGISTER_SCRIPT,

@@ -12,7 +12,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from netdemos.testing import (
+from support.running import (
     SERVICES,
     START_TIMEOUT,
     ServerExitedError,
