@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
+from twisted.application import strports
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -22,6 +24,8 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from zope.interface import implementer
+
+from netdemos import descriptors, proxy
 
 # Addresses that mean "every address": a client tries them as localhost.
 _EVERY_ADDRESS = ("0.0.0.0", "::", "")
@@ -136,3 +140,54 @@ class RecordedEndpoint:
 
         listening: Deferred[IListeningPort] = self._endpoint.listen(protocolFactory)
         return listening.addCallback(record)
+
+
+# Twisted listens with a backlog of 50; a burst of connections beyond that is
+# dropped by the kernel and the clients retry after 1 s, 3 s, ...  Endpoints
+# that do not set backlog= themselves get this instead.
+DEFAULT_LISTEN_BACKLOG = 1024
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def withListenBacklog(description: str) -> str:
+    """
+    Add C{backlog=DEFAULT_LISTEN_BACKLOG} to a listening endpoint that takes one
+    and does not set it.
+    """
+    kind = description.split(":", 1)[0]
+    if kind in _BACKLOG_TYPES and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_LISTEN_BACKLOG}"
+    return description
+
+
+def listen(
+    server: Any,
+    parent: Any,
+    name: str,
+    description: str,
+    factory: Any,
+    reactor: Any,
+) -> None:
+    """
+    Listen with C{factory} on C{description}, under C{parent} in C{server};
+    watch the port for accept failures, counted in C{factory.connections},
+    and note where it listens for the startup banner.
+    """
+    # haproxy:ENDPOINT is Twisted's own prefix; netdemos applies it itself, to
+    # ENDPOINT with its listen backlog, so as to wait for the header first.
+    inner = (
+        description[len(proxy.PREFIX) :]
+        if proxy.isProxied(description)
+        else description
+    )
+    child = strports.service(withListenBacklog(inner), factory, reactor=reactor)
+    if inner != description:
+        child.endpoint = proxy.ProxiedEndpoint(child.endpoint, reactor)
+    child.endpoint = RecordedEndpoint(
+        child.endpoint, name, description, server.listening
+    )
+    child.endpoint = descriptors.WatchedEndpoint(
+        child.endpoint, name, factory.connections, reactor
+    )
+    child.setName(f"{name} {description}")
+    child.setServiceParent(parent)

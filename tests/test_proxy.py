@@ -19,7 +19,7 @@ from twisted.internet.testing import (
 )
 from twisted.trial.unittest import SynchronousTestCase
 
-from netdemos import tap
+from netdemos import listening, tap
 from netdemos.counter import CounterSite
 from netdemos.descriptors import WatchedEndpoint
 from netdemos.proxy import HEADER_TIMEOUT, HeaderFirstFactory, ProxiedEndpoint
@@ -214,9 +214,9 @@ class ProxiedListenerTests(SynchronousTestCase):
         self.assertEqual(
             listened,
             {
-                7: ("EchoFactory", tap.DEFAULT_LISTEN_BACKLOG),
-                8: ("CounterSite", tap.DEFAULT_LISTEN_BACKLOG),
-                9: ("ChatFactory", tap.DEFAULT_LISTEN_BACKLOG),
-                10: ("WebSite", tap.DEFAULT_LISTEN_BACKLOG),
+                7: ("EchoFactory", listening.DEFAULT_LISTEN_BACKLOG),
+                8: ("CounterSite", listening.DEFAULT_LISTEN_BACKLOG),
+                9: ("ChatFactory", listening.DEFAULT_LISTEN_BACKLOG),
+                10: ("WebSite", listening.DEFAULT_LISTEN_BACKLOG),
             },
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 from support import EXIT_TIMEOUT
 from support.running import SERVICES, childEnvironment
 
-from netdemos import tap
+from netdemos import options as cli
 
 
 def test_importsNothingOfTwisted(tmp_path: Path) -> None:
@@ -48,4 +48,4 @@ def test_theServicesAreNetdemossOwn() -> None:
     L{support.running} names the services itself, so as to import nothing of
     the server; they are the ones the plugin serves.
     """
-    assert SERVICES == tap.SERVICES
+    assert SERVICES == cli.SERVICES

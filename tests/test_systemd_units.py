@@ -20,7 +20,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS
 from netdemos.descriptors import planDescriptors
-from netdemos.tap import DEFAULT_PORTS
+from netdemos.options import DEFAULT_PORTS
 
 INSTALLED_TWISTD = "/opt/netdemos/bin/twistd"
 

@@ -20,6 +20,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from netdemos import listening as endpoints
+from netdemos import options as cli
 from netdemos import tap
 from netdemos.chat.tcp import ChatFactory
 from netdemos.counter import CounterSite
@@ -62,10 +64,10 @@ def listening(*argv: str) -> tuple[MemoryReactorClock, list[tuple[int, object, s
 class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         options = parse()
-        self.assertEqual(options["echo"], tap.everyAddress(1234))
-        self.assertEqual(options["http"], tap.everyAddress(8080))
-        self.assertEqual(options["chat"], tap.everyAddress(1025))
-        self.assertEqual(options["web"], tap.everyAddress(8081))
+        self.assertEqual(options["echo"], cli.everyAddress(1234))
+        self.assertEqual(options["http"], cli.everyAddress(8080))
+        self.assertEqual(options["chat"], cli.everyAddress(1025))
+        self.assertEqual(options["web"], cli.everyAddress(8081))
         self.assertEqual(options["web-origin"], [])
         self.assertEqual(options["ws-max-message"], 1024 * 1024)
         self.assertEqual(options["ws-ping"], 30)
@@ -79,8 +81,8 @@ class OptionsTests(SynchronousTestCase):
         giving it again adds an endpoint.
         """
         options = parse("--chat=tcp:7000", "--chat", "7001")
-        self.assertEqual(options["chat"], ["tcp:7000", *tap.everyAddress(7001)])
-        self.assertEqual(options["echo"], tap.everyAddress(1234))
+        self.assertEqual(options["chat"], ["tcp:7000", *cli.everyAddress(7001)])
+        self.assertEqual(options["echo"], cli.everyAddress(1234))
 
     def test_bareNumberMeansEveryAddressOfBothFamilies(self) -> None:
         """
@@ -93,7 +95,7 @@ class OptionsTests(SynchronousTestCase):
             ((True, False), ["tcp6:8000", "tcp:8000"]),
             ((False, False), ["tcp:8000"]),
         ]:
-            self.patch(tap, "ipFamilies", lambda families=families: families)
+            self.patch(cli, "ipFamilies", lambda families=families: families)
             self.assertEqual(parse("--http=8000")["http"], expected)
             self.assertEqual(
                 parse()["web"], [each.replace("8000", "8081") for each in expected]
@@ -101,10 +103,10 @@ class OptionsTests(SynchronousTestCase):
 
     def test_thisHostsFamilies(self) -> None:
         """
-        L{tap.ipFamilies} finds what this host has: in CI, which runs the
+        L{cli.ipFamilies} finds what this host has: in CI, which runs the
         dual-stack end-to-end tests, IPv6 that takes IPv4 as well.
         """
-        ipv6, mapped = tap.ipFamilies()
+        ipv6, mapped = cli.ipFamilies()
         if os.environ.get("CI") == "true":
             self.assertEqual((ipv6, mapped), (True, True))
         with socket.socket(socket.AF_INET6) as probe:
@@ -202,9 +204,9 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.instance, "web-1")
         self.assertEqual(service.factories["chat"].instance, "web-1")
         self.assertEqual(service.factories["http"].servedBy, [b"web-1"])
-        self.assertEqual(parse()["name"], tap.defaultInstanceName())
+        self.assertEqual(parse()["name"], cli.defaultInstanceName())
         self.assertEqual(
-            tap.defaultInstanceName(), re.sub(r"[^\w.-]", "-", socket.gethostname())
+            cli.defaultInstanceName(), re.sub(r"[^\w.-]", "-", socket.gethostname())
         )
 
     def test_badInstanceNamesAreRefused(self) -> None:
@@ -217,7 +219,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(parse("--name=" + "w" * 64)["name"], "w" * 64)
 
     def test_childServicesAreNamed(self) -> None:
-        self.patch(tap, "ipFamilies", lambda: (True, True))
+        self.patch(cli, "ipFamilies", lambda: (True, True))
         service = makeService(parse("--echo=tcp:7", "--echo=8"), MemoryReactorClock())
         names = [child.name for child in IServiceCollection(service.listeners)]
         self.assertEqual(
@@ -284,13 +286,13 @@ class OperatorOptionsTests(SynchronousTestCase):
             backlogs,
             {
                 7: 5,
-                8080: tap.DEFAULT_LISTEN_BACKLOG,
-                8081: tap.DEFAULT_LISTEN_BACKLOG,
+                8080: endpoints.DEFAULT_LISTEN_BACKLOG,
+                8081: endpoints.DEFAULT_LISTEN_BACKLOG,
             },
         )
-        self.assertEqual(tap.withListenBacklog("unix:/x"), "unix:/x:backlog=1024")
+        self.assertEqual(endpoints.withListenBacklog("unix:/x"), "unix:/x:backlog=1024")
         self.assertEqual(
-            tap.withListenBacklog("systemd:domain=INET:name=e"),
+            endpoints.withListenBacklog("systemd:domain=INET:name=e"),
             "systemd:domain=INET:name=e",
         )
 
@@ -395,23 +397,49 @@ class OperatorOptionsTests(SynchronousTestCase):
             "[default: 1048576]. From 1 to 1073741824.",
             "[default: 10000]. From 1 to 1000000.",
             "after 60 s. From 0.001 to 604800 seconds.",
-            "gets 408 (e.g. --http-header-timeout=5). [default: 10.0]. From 0.001"
+            "gets 408 (e.g. --http-header-timeout=5). [default: 10]. From 0.001"
             " to 300 seconds.",
-            "[default: 5.0]. From 0.001 to 3600 seconds.",
+            "[default: 5]. From 0.001 to 3600 seconds.",
+            "[default: 10]. From 0 to 1000000 lines a second.",
         ):
             self.assertIn(expected, help)
+
+    def test_helpGroupsTheOptionsAfterTheDescription(self) -> None:
+        """
+        C{--help} says what netdemos is first, then lists the options in
+        groups, each with what it takes; every option is in one group, and
+        each line's text starts in one column.
+        """
+        help = cli.Options().getUsage(width=80)
+        headings = [
+            line for line in help.splitlines() if line.endswith(":") and line[:1] != " "
+        ]
+        self.assertEqual(
+            [heading.split(",")[0].rstrip(":") for heading in headings],
+            ["Services", "Chat", "Web", "HTTP", "Several instances", "Operations"],
+        )
+        self.assertLess(help.index("Serve echo (RFC 862)"), help.index(headings[0]))
+        listed = re.findall(r"^      --([\w-]+)(=[A-Z]+)?", help, re.M)
+        self.assertEqual(
+            sorted(name for name, _ in listed),
+            sorted(name for _, options in cli.HELP_GROUPS for name, _ in options),
+        )
+        self.assertIn(("chat-rate", "=LINES"), listed)
+        self.assertIn(("version", ""), listed)
+        self.assertIn("      --echo=ENDPOINT         Serve echo on ENDPOINT", help)
+        self.assertNotIn("  /echo", help)  # a docstring's indentation
 
     def test_boundedNumbersForNewOptions(self) -> None:
         """
         The helpers other options use: the bounds are inclusive, and the
         error says the range.
         """
-        count = tap.boundedInt(2, 10)
+        count = cli.boundedInt(2, 10)
         self.assertEqual((count("2"), count("10")), (2, 10))
         for bad in ("1", "11", "", "2.0"):
             error = self.assertRaises(ValueError, count, bad)
             self.assertEqual(str(error), f"{bad} is not a whole number from 2 to 10")
-        seconds = tap.boundedSeconds(0.5, 60)
+        seconds = cli.boundedSeconds(0.5, 60)
         self.assertEqual((seconds("0.5"), seconds("60")), (0.5, 60.0))
         error = self.assertRaises(ValueError, seconds, "61")
         self.assertEqual(str(error), "61 is not a number of seconds from 0.5 to 60")
@@ -501,12 +529,12 @@ class OperatorOptionsTests(SynchronousTestCase):
             self.assertIn(f"--web-origin={bad}", str(error))
 
     def test_metricsWithoutTheLibrarySaysWhatToInstall(self) -> None:
-        self.patch(tap.importlib.util, "find_spec", lambda name: None)
+        self.patch(cli.importlib.util, "find_spec", lambda name: None)
         error = self.assertRaises(UsageError, parse, "--metrics=9100")
         self.assertIn("pip install 'netdemos[metrics]'", str(error))
 
     def test_tlsWithoutTheLibrarySaysWhatToInstall(self) -> None:
-        self.patch(tap, "_haveTLS", lambda: False)
+        self.patch(cli, "_haveTLS", lambda: False)
         error = self.assertRaises(
             UsageError, parse, "--http=ssl:8443:privateKey=k.pem:certKey=c.pem"
         )
