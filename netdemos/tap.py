@@ -29,6 +29,7 @@ from netdemos import (
     descriptors,
     echo,
     hangup,
+    httpguard,
     lifecycle,
     listening,
     proxy,
@@ -359,13 +360,13 @@ class Options(usage.Options):
             "Close echo, chat and WebSocket clients silent for this many"
             " seconds; off by"
             " default (e.g. --idle-timeout=300). HTTP always closes idle"
-            f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s",
+            f" connections after {httpguard.DEFAULT_IDLE_TIMEOUT} s",
             boundedSeconds(MIN_TIMEOUT, IDLE_TIMEOUT_LIMIT),
         ],
         [
             "http-header-timeout",
             None,
-            counter.DEFAULT_HEADER_TIMEOUT,
+            httpguard.DEFAULT_HEADER_TIMEOUT,
             "Seconds an HTTP client has, from a request's first byte, to send"
             " all its headers; a slower one gets 408"
             " (e.g. --http-header-timeout=5).",

@@ -42,11 +42,10 @@ from wsproto.utilities import RemoteProtocolError
 from netdemos.chat.member import MemberSettings
 from netdemos.chat.websocket import ChatSocketFactory
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
-from netdemos.counter import (
+from netdemos.httpguard import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     REFUSAL_REASONS,
-    CountedChannel,
     GuardedSite,
 )
 from netdemos.websocket import (
@@ -111,7 +110,7 @@ def isSameOrigin(origin: str, host: str | None) -> bool:
     return host is not None and urlsplit(origin.lower()).netloc == host.lower()
 
 
-# Why the web site refuses a request: the counter's reasons, a WebSocket
+# Why the web site refuses a request: any guarded site's reasons, a WebSocket
 # handshake that is not one, and a page from another origin.
 WEB_REFUSALS = (*REFUSAL_REASONS, "handshake", "origin")
 
@@ -421,8 +420,6 @@ class WebSite(GuardedSite):
 
     @ivar connections: the live connections, whether still HTTP or upgraded.
     """
-
-    protocol = CountedChannel
 
     def __init__(
         self,
