@@ -25,9 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web.http import NOT_MODIFIED, datetimeToString, stringToDatetime
 from twisted.web.http import Request as HTTPRequest
@@ -41,7 +40,11 @@ from wsproto.utilities import RemoteProtocolError
 
 from netdemos.chat.member import MemberSettings
 from netdemos.chat.websocket import ChatSocketFactory
-from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.connections import (
+    DEFAULT_MAX_CONNECTIONS,
+    ClockedTimeoutMixin,
+    Connections,
+)
 from netdemos.httpguard import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -155,7 +158,7 @@ class WebSocketEntry(WebSocketResource):
         )
 
 
-class EchoSocket(WebSocketConnection, TimeoutMixin):
+class EchoSocket(WebSocketConnection, ClockedTimeoutMixin):
     """
     WebSocket echo: each message goes back as it came, text as text and
     binary as binary.
@@ -173,10 +176,7 @@ class EchoSocket(WebSocketConnection, TimeoutMixin):
             factory.pingInterval,
         )
         self._factory = factory
-
-    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
-        # For TimeoutMixin, from the reactor we were given.
-        return self._factory.clock.callLater(period, func)
+        self.clock = factory.clock
 
     def negotiationFinished(self) -> None:
         super().negotiationFinished()
