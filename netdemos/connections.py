@@ -1,15 +1,19 @@
 """
 The live connections of a service: a registry that counts them, caps them, and
 closes them all gracefully when the server stops (L{Drainable}, the contract a
-service's factory offers L{netdemos.lifecycle.NetdemosService}).
+service's factory offers L{netdemos.lifecycle.NetdemosService}); and the idle
+timeout of a connection, on the clock it was given (L{ClockedTimeoutMixin}).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.protocols.policies import TimeoutMixin
 
 DEFAULT_MAX_CONNECTIONS = 10_000
 
@@ -39,6 +43,22 @@ def closeWhenSent(transport: Any) -> None:
     """
     transport.unregisterProducer()
     transport.loseConnection()
+
+
+class ClockedTimeoutMixin(TimeoutMixin):
+    """
+    L{TimeoutMixin}, timed by the protocol's own clock rather than the global
+    reactor: as twisted.web's C{HTTPFactory} gives its channels the factory's
+    C{reactor.callLater}, so tests drive idle timeouts with a C{task.Clock}.
+
+    @ivar clock: the reactor the protocol was given, which it sets before it
+        sets a timeout.
+    """
+
+    clock: IReactorTime
+
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        return self.clock.callLater(period, func)
 
 
 class Connections:

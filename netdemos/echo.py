@@ -8,29 +8,31 @@ and it honours half-close, so nothing sent before the client's EOF is lost.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IHalfCloseableProtocol,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
+from netdemos.connections import (
+    DEFAULT_MAX_CONNECTIONS,
+    ClockedTimeoutMixin,
+    Connections,
+    closeWhenSent,
+)
 
 log = Logger()
 
 
 @implementer(IHalfCloseableProtocol)
-class Echo(Protocol, TimeoutMixin):
+class Echo(Protocol, ClockedTimeoutMixin):
     """
     Echo one connection.
 
@@ -51,11 +53,7 @@ class Echo(Protocol, TimeoutMixin):
 
     def __init__(self, factory: EchoFactory) -> None:
         self._factory = factory
-
-    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
-        # For TimeoutMixin.  As twisted.web's HTTPFactory does, time comes from
-        # the reactor we were given, so tests can drive it with a task.Clock.
-        return self._factory.clock.callLater(period, func)
+        self.clock = factory.clock
 
     def connectionMade(self) -> None:
         self._factory.connections.add(self)

@@ -21,7 +21,7 @@ from twisted.python import usage
 
 import netdemos
 import twisted
-from netdemos import connections, counter, counting, lifecycle, web, websocket
+from netdemos import connections, counting, httpguard, lifecycle, web, websocket
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
 
@@ -409,13 +409,13 @@ class Options(usage.Options):
             "Close echo, chat and WebSocket clients silent for this many"
             " seconds; off by"
             " default (e.g. --idle-timeout=300). HTTP always closes idle"
-            f" connections after {counter.DEFAULT_IDLE_TIMEOUT} s",
+            f" connections after {httpguard.DEFAULT_IDLE_TIMEOUT} s",
             boundedSeconds(MIN_TIMEOUT, IDLE_TIMEOUT_LIMIT),
         ],
         [
             "http-header-timeout",
             None,
-            counter.DEFAULT_HEADER_TIMEOUT,
+            httpguard.DEFAULT_HEADER_TIMEOUT,
             "Seconds an HTTP client has, from a request's first byte, to send"
             " all its headers; a slower one gets 408"
             " (e.g. --http-header-timeout=5).",

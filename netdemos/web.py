@@ -25,9 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web.http import NOT_MODIFIED, datetimeToString, stringToDatetime
 from twisted.web.http import Request as HTTPRequest
@@ -41,12 +40,15 @@ from wsproto.utilities import RemoteProtocolError
 
 from netdemos.chat.member import MemberSettings
 from netdemos.chat.websocket import ChatSocketFactory
-from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
-from netdemos.counter import (
+from netdemos.connections import (
+    DEFAULT_MAX_CONNECTIONS,
+    ClockedTimeoutMixin,
+    Connections,
+)
+from netdemos.httpguard import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     REFUSAL_REASONS,
-    CountedChannel,
     GuardedSite,
 )
 from netdemos.websocket import (
@@ -111,7 +113,7 @@ def isSameOrigin(origin: str, host: str | None) -> bool:
     return host is not None and urlsplit(origin.lower()).netloc == host.lower()
 
 
-# Why the web site refuses a request: the counter's reasons, a WebSocket
+# Why the web site refuses a request: any guarded site's reasons, a WebSocket
 # handshake that is not one, and a page from another origin.
 WEB_REFUSALS = (*REFUSAL_REASONS, "handshake", "origin")
 
@@ -156,7 +158,7 @@ class WebSocketEntry(WebSocketResource):
         )
 
 
-class EchoSocket(WebSocketConnection, TimeoutMixin):
+class EchoSocket(WebSocketConnection, ClockedTimeoutMixin):
     """
     WebSocket echo: each message goes back as it came, text as text and
     binary as binary.
@@ -174,10 +176,7 @@ class EchoSocket(WebSocketConnection, TimeoutMixin):
             factory.pingInterval,
         )
         self._factory = factory
-
-    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
-        # For TimeoutMixin, from the reactor we were given.
-        return self._factory.clock.callLater(period, func)
+        self.clock = factory.clock
 
     def negotiationFinished(self) -> None:
         super().negotiationFinished()
@@ -421,8 +420,6 @@ class WebSite(GuardedSite):
 
     @ivar connections: the live connections, whether still HTTP or upgraded.
     """
-
-    protocol = CountedChannel
 
     def __init__(
         self,

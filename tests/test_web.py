@@ -25,7 +25,7 @@ from netdemos.chat import member
 from netdemos.chat import websocket as chatsocket
 from netdemos.chat.room import IMember
 from netdemos.chat.websocket import ChatSocket
-from netdemos.counter import CountedChannel
+from netdemos.httpguard import GuardedChannel
 from netdemos.web import CONTENT_SECURITY_POLICY, EchoSocket
 from netdemos.websocket import (
     CLOSE_GRACE_SECONDS,
@@ -332,7 +332,7 @@ class OriginTests(SynchronousTestCase):
             self.assertEqual(client.status, 403)
         self.assertEqual(len(self.room.room), 0)
         for connection in self.site.connections.live:
-            self.assertIsInstance(connection, CountedChannel)
+            self.assertIsInstance(connection, GuardedChannel)
 
     def test_ownOriginListedOriginsAndNoOriginAreLetIn(self) -> None:
         """

@@ -17,7 +17,7 @@ import ipaddress
 import re
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -28,12 +28,12 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
 )
-from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from netdemos.chat.lines import clean
 from netdemos.chat.rate import TokenBucket
 from netdemos.chat.room import ChatRoom, IMember
+from netdemos.connections import ClockedTimeoutMixin
 
 DEFAULT_BACKLOG = 1024 * 1024
 
@@ -109,7 +109,7 @@ class MemberSettings(TypingProtocol):
 
 
 @implementer(IMember, IPushProducer)
-class RoomMember(TimeoutMixin):
+class RoomMember(ClockedTimeoutMixin):
     """
     One member of the room, on some wire.
 
@@ -143,6 +143,7 @@ class RoomMember(TimeoutMixin):
 
     def __init__(self, settings: MemberSettings) -> None:
         self._settings = settings
+        self.clock = settings.clock
         self.room = settings.room
         # Set once we have decided to close: from then on nothing is read,
         # relayed or sent.
@@ -160,11 +161,6 @@ class RoomMember(TimeoutMixin):
         self._behind = False
         self.unsent = 0
         self._abortCall: IDelayedCall | None = None
-
-    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
-        # For TimeoutMixin.  As twisted.web's HTTPFactory does, time comes from
-        # the reactor we were given, so tests can drive it with a task.Clock.
-        return self._settings.clock.callLater(period, func)
 
     # What a wire must provide
 

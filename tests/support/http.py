@@ -8,7 +8,7 @@ from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
-from netdemos.counter import GuardedChannel
+from netdemos.httpguard import GuardedChannel
 from support.transport import PEER
 
 
