@@ -17,6 +17,12 @@ from twisted.protocols.policies import TimeoutMixin
 
 DEFAULT_MAX_CONNECTIONS = 10_000
 
+# Why a connection is turned away, for /metrics: "limit", the service's limit
+# (counted here, in Connections.rejectIfFull); "fd", accept(2) ran out of file
+# descriptors (netdemos.descriptors); "proxy", no valid PROXY protocol header
+# in time (netdemos.proxy).
+REJECTION_REASONS = ("limit", "fd", "proxy")
+
 
 class Closeable(Protocol):
     """

@@ -16,6 +16,7 @@ byte of its answers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, cast
 from urllib.parse import unquote_to_bytes as unquote
 
@@ -37,6 +38,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS
 from netdemos.counting import CounterUnavailableError, ICounter, MemoryCounter
+from netdemos.figures import Figure
 from netdemos.httpguard import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -324,12 +326,13 @@ class CounterSite(GuardedSite):
             **kwargs,
         )
 
-    @property
-    def requestsServed(self) -> int:
-        """
-        Requests answered by this process, of any method: for C{/metrics}.
-        """
-        return self.counterResource.requestsServed
+    def figures(self) -> Iterator[Figure]:
+        yield Figure(
+            "http_requests",
+            "HTTP requests answered by this process.",
+            self.counterResource.requestsServed,
+        )
+        yield from super().figures()
 
     def serverHeaders(self) -> bytes:
         """

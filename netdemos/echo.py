@@ -8,6 +8,7 @@ and it honours half-close, so nothing sent before the client's EOF is lost.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -27,6 +28,7 @@ from netdemos.connections import (
     Connections,
     closeWhenSent,
 )
+from netdemos.figures import Figure, IReportsFigures
 
 log = Logger()
 
@@ -88,6 +90,7 @@ class Echo(Protocol, ClockedTimeoutMixin):
         self._factory.connections.remove(self)
 
 
+@implementer(IReportsFigures)
 class EchoFactory(Factory):
     """
     Build L{Echo} protocols; keep the service's connections and byte count.
@@ -115,6 +118,9 @@ class EchoFactory(Factory):
         if self.connections.rejectIfFull():
             return None
         return Echo(self)
+
+    def figures(self) -> Iterator[Figure]:
+        yield Figure("echo_bytes", "Bytes echoed.", self.bytesEchoed)
 
     def close(self) -> Deferred[None]:
         """

@@ -13,6 +13,7 @@ test that checks it against the installed Twisted, in C{docs/private-names.md}.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from twisted.internet.interfaces import (
@@ -26,8 +27,10 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request as SiteRequest
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections
+from netdemos.figures import Figure, IReportsFigures
 
 # twisted.web's default keeps an idle connection 12 hours; a minute is plenty
 # for these sites, and blunts slowloris-style clients that trickle a request.
@@ -356,6 +359,7 @@ class ServedRequest(SiteRequest):
         super().process()
 
 
+@implementer(IReportsFigures)
 class GuardedSite(Site):
     """
     A L{Site} for resources that take no request body, served over
@@ -373,6 +377,10 @@ class GuardedSite(Site):
 
     # Not Twisted's "Starting factory" line: the banner says where it listens.
     noisy = False
+
+    # The service it serves, and why it may refuse a request, for /metrics.
+    serviceName = "http"
+    refusalReasons: tuple[str, ...] = REFUSAL_REASONS
 
     # Plain HTTP/1.1 channels: this gives up twisted.web's HTTP/2 negotiation,
     # which only applies to TLS with the h2 package anyway.
@@ -414,6 +422,15 @@ class GuardedSite(Site):
             return ServiceUnavailable(self.servedByHeader)
         channel: Protocol | None = super().buildProtocol(addr)
         return channel
+
+    def figures(self) -> Iterator[Figure]:
+        for reason in self.refusalReasons:
+            yield Figure(
+                "http_requests_refused",
+                "HTTP requests refused before they were served.",
+                self.refused[reason],
+                (("service", self.serviceName), ("reason", reason)),
+            )
 
     def getContentFile(self, length: int | None) -> NoBody:
         """

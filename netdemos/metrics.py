@@ -12,8 +12,8 @@ listener is up and 503 while the server drains.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -30,24 +30,11 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from netdemos import __version__
-from netdemos.chat.tcp import ChatFactory
+from netdemos.connections import REJECTION_REASONS
 from netdemos.descriptors import ADMIN_MAX_CONNECTIONS
-from netdemos.echo import EchoFactory
-from netdemos.httpguard import DEFAULT_IDLE_TIMEOUT, REFUSAL_REASONS, GuardedSite
+from netdemos.figures import Figure, IReportsFigures
+from netdemos.httpguard import DEFAULT_IDLE_TIMEOUT, GuardedSite
 from netdemos.lifecycle import NetdemosService
-from netdemos.web import WEB_REFUSALS
-
-
-@runtime_checkable
-class CountsRequests(Protocol):
-    """
-    A site that counts the requests it answered: the HTTP counter's
-    (L{netdemos.counter.CounterSite}), described here so that the metrics
-    read it without importing the counter.
-    """
-
-    @property
-    def requestsServed(self) -> int: ...
 
 
 class NetdemosCollector(Collector):
@@ -87,58 +74,37 @@ class NetdemosCollector(Collector):
         for name, connections in services:
             total.add_metric([name], connections.total)
             active.add_metric([name], len(connections))
-            # "fd": accept(2) ran out of file descriptors (descriptors.py);
-            # "proxy": no valid PROXY protocol header (proxy.py).
-            for reason in ("limit", "fd", "proxy"):
+            for reason in REJECTION_REASONS:
                 rejected.add_metric([name, reason], connections.rejected[reason])
         yield from (total, active, rejected)
         if self._server.redis is not None:
             yield from redisMetrics(self._server.redis)
-
-        echo = factories.get("echo")
-        if isinstance(echo, EchoFactory):
-            yield CounterMetricFamily(
-                "netdemos_echo_bytes",
-                "Bytes echoed.",
-                value=echo.bytesEchoed,
-            )
-        http = factories.get("http")
-        if isinstance(http, CountsRequests):
-            yield CounterMetricFamily(
-                "netdemos_http_requests",
-                "HTTP requests answered by this process.",
-                value=http.requestsServed,
-            )
-        # The counter's refusals, and the web site's (whose WebSocket
-        # handshakes may fail too).
-        refused = CounterMetricFamily(
-            "netdemos_http_requests_refused",
-            "HTTP requests refused before they were served.",
-            labels=["service", "reason"],
+        yield from families(
+            figure
+            for factory in factories.values()
+            for figure in IReportsFigures(factory).figures()
         )
-        for name, reasons in (("http", REFUSAL_REASONS), ("web", WEB_REFUSALS)):
-            site = factories.get(name)
-            if isinstance(site, GuardedSite):
-                for reason in reasons:
-                    refused.add_metric([name, reason], site.refused[reason])
-        if refused.samples:
-            yield refused
-        chat = factories.get("chat")
-        if isinstance(chat, ChatFactory):
-            room = chat.room
-            yield CounterMetricFamily(
-                "netdemos_chat_messages",
-                "Chat lines relayed to the room.",
-                value=room.messagesRelayed,
+
+
+def families(figures: Iterable[Figure]) -> Iterator[Metric]:
+    """
+    The metric families of C{figures}, each named C{netdemos_NAME}: one per
+    name, with a sample per figure.
+    """
+    found: dict[str, Metric] = {}
+    for figure in figures:
+        family = found.get(figure.name)
+        if family is None:
+            kind = (
+                CounterMetricFamily if figure.kind == "counter" else GaugeMetricFamily
             )
-            dropped = CounterMetricFamily(
-                "netdemos_chat_clients_dropped",
-                "Chat clients disconnected by the server.",
-                labels=["reason"],
+            family = found[figure.name] = kind(
+                f"netdemos_{figure.name}",
+                figure.help,
+                labels=[name for name, _ in figure.labels],
             )
-            for reason in ("slow", "memory", "idle"):
-                dropped.add_metric([reason], room.clientsDropped[reason])
-            yield dropped
+        family.add_metric([value for _, value in figure.labels], figure.value)  # type: ignore[attr-defined]
+    yield from found.values()
 
 
 class MetricsPage(Resource):
@@ -248,6 +214,8 @@ class QuietSite(GuardedSite):
     A L{GuardedSite}, like the counter: no health check sends a body, and a
     client that does should not fill the disk through this port either.
     """
+
+    serviceName = "metrics"
 
     def __init__(
         self,

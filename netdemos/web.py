@@ -421,6 +421,9 @@ class WebSite(GuardedSite):
     @ivar connections: the live connections, whether still HTTP or upgraded.
     """
 
+    serviceName = "web"
+    refusalReasons = WEB_REFUSALS
+
     def __init__(
         self,
         chat: MemberSettings,

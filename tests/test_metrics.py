@@ -4,6 +4,9 @@ Tests for L{netdemos.metrics}: the figures in C{/metrics}, and the health pages.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from support.chat import Room
 from support.http import connectChannel, exchange, get
 from support.redis import FakeRedis
@@ -12,10 +15,12 @@ from support.web import WebSocketClient, webSite
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
-from netdemos import __version__
+from netdemos import __version__, metrics
 from netdemos.counter import CounterSite
 from netdemos.echo import EchoFactory
+from netdemos.figures import Figure, IReportsFigures
 from netdemos.lifecycle import NetdemosService
 from netdemos.metrics import makeAdminSite
 
@@ -210,3 +215,34 @@ class MetricsTests(SynchronousTestCase):
         self.server.stopService()
         self.assertIn(b" 503 ", get(self.admin, b"/readyz").split(b"\r\n")[0])
         self.assertIn(b" 200 ", get(self.admin, b"/livez").split(b"\r\n")[0])
+
+
+class FiguresTests(SynchronousTestCase):
+    """
+    Each service reports its own figures through L{IReportsFigures}; the
+    metrics know no service.
+    """
+
+    def test_everyServiceReportsItsFigures(self) -> None:
+        room = Room()
+        services = [
+            EchoFactory(Clock()),
+            CounterSite(reactor=Clock()),
+            room.factory,
+            webSite(room),
+        ]
+        for service in services:
+            self.assertTrue(verifyObject(IReportsFigures, service))
+            for figure in service.figures():
+                self.assertIsInstance(figure, Figure)
+                self.assertRegex(figure.name, r"^[a-z_]+$")
+
+    def test_metricsImportsNoService(self) -> None:
+        """
+        C{netdemos.metrics} reads services only through the interface: it
+        imports none of their modules.
+        """
+        source = Path(metrics.__file__).read_text()
+        imported = re.findall(r"^from netdemos(?:\.([\w.]+))? import", source, re.M)
+        services = {"echo", "counter", "web", "chat.tcp", "chat.room", "chat.member"}
+        self.assertEqual(services & set(imported), set())

@@ -71,6 +71,11 @@ TRANSPORT_BUFFER = 64 * 1024
 # no longer.  A reader that keeps up on average drains its buffer in far less.
 BEHIND_LIMIT = 5.0
 
+# Why a member is dropped, for /metrics: "slow", past its backlog or behind
+# for too long (_dropAsTooSlow); "memory", furthest behind when the room is
+# over its budget (dropForMemory); "idle", silent too long (timeoutConnection).
+DROP_REASONS = ("slow", "memory", "idle")
+
 # How long a member dropped as too slow gets to read its last line before the
 # connection is aborted; it is not reading, so a clean close could wait forever.
 DROP_GRACE_SECONDS = 5.0

@@ -15,6 +15,8 @@ the room's lines as they are.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -27,12 +29,14 @@ from netdemos.chat.member import (
     DEFAULT_BURST,
     DEFAULT_RATE,
     DROP_GRACE_SECONDS,
+    DROP_REASONS,
     LINES_PER_TURN,
     TRANSPORT_BUFFER,
     RoomMember,
 )
 from netdemos.chat.room import ChatRoom
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
+from netdemos.figures import Figure, IReportsFigures
 
 # The limits every member shares are the TCP chat's too.
 __all__ = [
@@ -112,6 +116,7 @@ class RoomFull(Protocol):
         self.transport.loseConnection()
 
 
+@implementer(IReportsFigures)
 class ChatFactory(Factory):
     """
     Build a L{ChatClient} for each connection, all in the same L{ChatRoom}.
@@ -158,6 +163,19 @@ class ChatFactory(Factory):
         if self.connections.rejectIfFull():
             return RoomFull()
         return ChatClient(self)
+
+    def figures(self) -> Iterator[Figure]:
+        room = self.room
+        yield Figure(
+            "chat_messages", "Chat lines relayed to the room.", room.messagesRelayed
+        )
+        for reason in DROP_REASONS:
+            yield Figure(
+                "chat_clients_dropped",
+                "Chat clients disconnected by the server.",
+                room.clientsDropped[reason],
+                (("reason", reason),),
+            )
 
     def close(self) -> Deferred[None]:
         """
