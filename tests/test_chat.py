@@ -330,7 +330,7 @@ class ChatRoomTests(SynchronousTestCase):
 
     def test_joinsAndDeparturesAnnouncedUpToAThousand(self) -> None:
         """
-        With the default limit (1000, as the README says), a join or departure
+        With the default limit (1000, as docs/limits.md says), a join or departure
         is announced exactly when the room, counting that client, holds at most
         1000: the 1000th arrival is announced, the 1001st is not, nor is its
         departure, and once the room is back to 1000 the next departure is.
