@@ -17,7 +17,7 @@ What differs from a reader's fresh clone, and why:
     where netdemos is installed with its test extras (a superset of every
     recipe's), so the test needs no network.  Installing from a clean clone is
     what C{.ci/run} does.
-  - Fixed ports become free ones (L{netdemos.testing.freePorts}), in the
+  - Fixed ports become free ones (L{support.running.freePorts}), in the
     blocks and in the clone's C{contrib/haproxy/haproxy.cfg} alike, so that
     the test runs beside anything else.  A C{twistd ... netdemos} command that
     leaves a service at its default port first gets it spelled out
@@ -41,9 +41,9 @@ from pathlib import Path
 
 import pytest
 from support.backbone import SEARCH_PATH, requireProgram
+from support.running import freePorts
 
-from netdemos.tap import DEFAULT_PORTS
-from netdemos.testing import freePorts
+from netdemos.options import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
