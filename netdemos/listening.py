@@ -73,6 +73,11 @@ def _host(address: IPv4Address | IPv6Address) -> str:
     return address.host
 
 
+# Interactive, as every nc (OpenBSD's, ncat, busybox) takes it: piped, some
+# wait for the server to close and others close at once.
+_TYPE_A_LINE = {"echo": ", then type a line"}
+
+
 def _overTCP(service: str, host: str, port: int, tls: bool) -> str:
     scheme = "https" if tls else "http"
     url = f"{scheme}://{host}:{port}"
@@ -85,10 +90,11 @@ def _overTCP(service: str, host: str, port: int, tls: bool) -> str:
         return f"curl {insecure}{url}/metrics"
     if service == "web":
         return f"{url}/ in a browser"
-    line = "printf 'hi\\n' | " if service == "echo" else ""
     if tls:
-        return f"{line}openssl s_client -quiet -connect {host}:{port}"
-    return f"{line}nc {bare} {port}"
+        command = f"openssl s_client -quiet -connect {host}:{port}"
+    else:
+        command = f"nc {bare} {port}"
+    return command + _TYPE_A_LINE.get(service, "")
 
 
 def _overUNIX(service: str, path: str, tls: bool) -> str:
@@ -96,8 +102,7 @@ def _overUNIX(service: str, path: str, tls: bool) -> str:
         page = "/metrics" if service == "metrics" else "/"
         scheme = "https" if tls else "http"
         return f"curl --unix-socket {path} {scheme}://localhost{page}"
-    line = "printf 'hi\\n' | " if service == "echo" else ""
-    return f"{line}nc -U {path}"
+    return f"nc -U {path}" + _TYPE_A_LINE.get(service, "")
 
 
 def banner(instance: str, listeners: list[Listener]) -> list[str]:

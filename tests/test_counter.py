@@ -16,7 +16,8 @@ from support.transport import PEER, connectProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import datetimeToString
@@ -72,10 +73,16 @@ class CounterTests(SynchronousTestCase):
 
     def test_headSendsHeadersOnlyAndTakesNoNumber(self) -> None:
         """
-        HEAD gets GET's headers with no body, and does not move the count.
+        HEAD gets GET's headers with no body, and does not move the count;
+        nothing is logged (twisted.web warns of a HEAD rendered with a body).
         """
         site = makeSite()
+        events = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
         response = exchange(site, requestFor(method=b"HEAD"))
+        self.assertEqual([formatEvent(event) for event in events], [])
         self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertIn(b"\r\nContent-Length: 16\r\n", response)
         self.assertTrue(response.endswith(b"\r\n\r\n"))

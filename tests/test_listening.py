@@ -34,7 +34,7 @@ class TryItTests(SynchronousTestCase):
                 tcp("metrics", "tcp:9100", "127.0.0.1", 9100).tryIt(),
             ],
             [
-                "printf 'hi\\n' | nc localhost 1234",
+                "nc localhost 1234, then type a line",
                 "curl http://localhost:41000/",
                 "nc localhost 1025",
                 "http://localhost:8081/ in a browser",
@@ -91,7 +91,7 @@ class BannerTests(SynchronousTestCase):
             ),
             [
                 "netdemos: ready (web-1); try:",
-                "  echo     tcp6:1234  printf 'hi\\n' | nc localhost 1234",
+                "  echo     tcp6:1234  nc localhost 1234, then type a line",
                 "  http     tcp:0      curl http://localhost:41000/",
             ],
         )
