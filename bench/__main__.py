@@ -122,7 +122,7 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
 
     def previous(options: Callable[[], list[str]] = list) -> list[Target]:
         # The same load on another tree (the previous main, say), alternating
-        # with this one round after round, where --previous names one.
+        # with this one round after round, if --previous names one.
         if settings.previous is None:
             return []
         start = partial(
@@ -156,14 +156,14 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
     return {
         "echo": Load(
             "echo ping-pong (50 conns, 64 B, 1 in flight)",
-            [netdemos(), naive("echo"), peer("echo")],
+            [netdemos(), *previous(), naive("echo"), peer("echo")],
             timed(loads.echoPingPong),
             rateMetrics("messages/s", "ratio >= 0.95", 0.95),
             rounds,
         ),
         "bulk": Load(
             "echo bulk (4 conns, 16 KiB, 8 in flight)",
-            [netdemos(), naive("echo"), peer("echo")],
+            [netdemos(), *previous(), naive("echo"), peer("echo")],
             timed(loads.echoBulk),
             rateMetrics("MB/s", "ratio >= 0.95", 0.95, digits=1),
             rounds,
@@ -172,6 +172,7 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
             f"HTTP ({httpTool(settings)})",
             [
                 netdemos(),
+                *previous(),
                 naive("http"),
                 netdemos(
                     label="netdemos --counter-file --metrics",
@@ -254,7 +255,7 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
         ),
         "idle": Load(
             f"idle chat ({settings.idleClients} connections)",
-            [netdemos(), naive("chat"), peer("chat")],
+            [netdemos(), *previous(), naive("chat"), peer("chat")],
             lambda server, startup: loads.chatIdle(
                 server, settings.idleClients, settings.idleTimeout
             ),
@@ -283,7 +284,7 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
         "startup": Load(
             "startup (exec to every port accepting)",
             # The naive reference is the web script: the heaviest import.
-            [netdemos(), naive("http")],
+            [netdemos(), *previous(), naive("http")],
             lambda server, startup: {"startup": startup},
             [
                 Metric(
@@ -301,6 +302,7 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
             f"connection burst ({settings.burstClients} echo connections at once)",
             [
                 netdemos(),
+                *previous(),
                 naive("echo"),
                 netdemos(":backlog=1024", "netdemos backlog=1024"),
                 peer("echo"),
@@ -313,7 +315,7 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
         ),
         "join": Load(
             f"chat join ({settings.joinClients} clients connecting at once)",
-            [netdemos(), naive("chat")],
+            [netdemos(), *previous(), naive("chat")],
             lambda server, startup: loads.chatJoin(server, settings.joinClients, 60),
             [
                 Metric(
@@ -332,7 +334,7 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
             f"command flood (/nick, {settings.seconds:g}s) in a chat room of"
             f" {settings.floodClients}; HTTP GETs meanwhile",
             # The naive chat and web counter are two processes on one CPU.
-            [netdemos(), naive("chat", "http")],
+            [netdemos(), *previous(), naive("chat", "http")],
             timed(partial(loads.chatFlood, clients=settings.floodClients)),
             [
                 Metric(
@@ -505,7 +507,7 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         "--previous",
         type=Path,
         help="directory holding another netdemos package (the previous main) to"
-        " measure beside this one on the chat loads, alternating rounds",
+        " measure beside this one on every load, alternating rounds",
     )
     parser.add_argument(
         "--profile",
