@@ -22,8 +22,8 @@ from twisted.python import usage
 import netdemos
 import twisted
 from netdemos import connections, counting, httpguard, lifecycle, web, websocket
+from netdemos.chat import lines, member
 from netdemos.chat import room as chatroom
-from netdemos.chat import tcp as chat
 
 SERVICES = ("echo", "http", "chat", "web")
 DEFAULT_PORTS = {"echo": 1234, "http": 8080, "chat": 1025, "web": 8081}
@@ -334,7 +334,7 @@ class Options(usage.Options):
         [
             "max-line",
             None,
-            chat.DEFAULT_MAX_LINE,
+            lines.DEFAULT_MAX_LINE,
             "Longest chat line in bytes; a longer one is discarded and its"
             " sender told (e.g. --max-line=512).",
             boundedInt(1, MAX_LINE_LIMIT),
@@ -342,7 +342,7 @@ class Options(usage.Options):
         [
             "chat-backlog",
             None,
-            chat.DEFAULT_BACKLOG,
+            member.DEFAULT_BACKLOG,
             "Bytes of unsent output a chat client may have waiting before it is"
             " dropped as too slow (e.g. --chat-backlog=262144).",
             boundedInt(1, CHAT_BACKLOG_LIMIT),
@@ -350,7 +350,7 @@ class Options(usage.Options):
         [
             "chat-rate",
             None,
-            chat.DEFAULT_RATE,
+            member.DEFAULT_RATE,
             "Lines a second each chat client may send on average, commands"
             " included; faster senders are slowed by pausing their reads. 0"
             " lifts the limit, for load tests (e.g. --chat-rate=0): senders then"
@@ -361,7 +361,7 @@ class Options(usage.Options):
         [
             "chat-burst",
             None,
-            chat.DEFAULT_BURST,
+            member.DEFAULT_BURST,
             "Lines a chat client may send at once before --chat-rate applies"
             " (e.g. --chat-burst=200).",
             boundedInt(1, CHAT_BURST_LIMIT),

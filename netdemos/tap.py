@@ -14,6 +14,7 @@ from typing import Any
 from netdemos import counter, counting, descriptors, echo, hangup, lifecycle, web
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
+from netdemos.chat.member import MemberSettings
 from netdemos.listening import listen
 from netdemos.notify import Notifier
 from netdemos.options import SERVICES, Options, reactorOrGlobal
@@ -85,7 +86,8 @@ def makeService(
         from netdemos.chat.redishub import RedisHub
 
         hub = RedisHub(link, reactor, options["name"], maxLine=options["max-line"])
-    chatFactory = chat.ChatFactory(
+    # One room, whose members come over TCP and over WebSocket alike.
+    members = MemberSettings(
         chatroom.ChatRoom(
             reactor,
             memory=options["chat-memory"],
@@ -98,13 +100,13 @@ def makeService(
         backlog=options["chat-backlog"],
         rate=options["chat-rate"],
         burst=options["chat-burst"],
-        maxConnections=maxConnections,
         idleTimeout=options["idle-timeout"],
         instance=options["name"],
     )
+    chatFactory = chat.ChatFactory(members, maxConnections=maxConnections)
 
     webSite = web.WebSite(
-        chatFactory,
+        members,
         reactor,
         maxConnections=maxConnections,
         maxMessage=options["ws-max-message"],

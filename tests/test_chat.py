@@ -16,8 +16,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from netdemos.chat import member
 from netdemos.chat import room as chatroom
-from netdemos.chat import tcp as chat
 from netdemos.chat.lines import LineBuffer, clean
 from netdemos.chat.member import BEHIND_LIMIT
 from netdemos.chat.rate import TokenBucket
@@ -440,7 +440,7 @@ class SlowConsumerTests(SynchronousTestCase):
         room.clock.advance(0)  # the reactor's turn ends
         self.assertEqual(len(room.clock.getDelayedCalls()), 1)
         self.assertFalse(slowT.disconnected)
-        room.clock.advance(chat.DROP_GRACE_SECONDS)
+        room.clock.advance(member.DROP_GRACE_SECONDS)
         self.assertTrue(slowT.disconnected)
         self.assertEqual(room.clock.getDelayedCalls(), [])
 
@@ -729,11 +729,11 @@ class FairReadingTests(SynchronousTestCase):
         flooder, flooderT = room.connect()
         _, otherT = room.connect()
         received(flooderT), received(otherT)
-        flooder.dataReceived(b"x\n" * (chat.LINES_PER_TURN * 2 + 1))
-        self.assertEqual(room.room.messagesRelayed, chat.LINES_PER_TURN)
+        flooder.dataReceived(b"x\n" * (member.LINES_PER_TURN * 2 + 1))
+        self.assertEqual(room.room.messagesRelayed, member.LINES_PER_TURN)
         self.assertEqual(flooderT.producerState, "paused")
         room.clock.advance(0)
-        self.assertEqual(len(received(otherT)), chat.LINES_PER_TURN * 2 + 1)
+        self.assertEqual(len(received(otherT)), member.LINES_PER_TURN * 2 + 1)
         self.assertEqual(flooderT.producerState, "producing")
 
     def test_halfCloseAfterAFloodAnswersEverythingThenCloses(self) -> None:
@@ -852,7 +852,7 @@ class MemoryBudgetTests(SynchronousTestCase):
         once to give the memory back, until the room is under budget; clients
         less far behind, and readers, stay.
         """
-        budget = 3 * chat.TRANSPORT_BUFFER + 1000
+        budget = 3 * member.TRANSPORT_BUFFER + 1000
         room = Room(rate=0, memory=budget, backlog=10**9)
         talker, talkerT = room.connect()
         far, farT = room.connect()
@@ -862,7 +862,7 @@ class MemoryBudgetTests(SynchronousTestCase):
             client.pauseProducing()
         further.deliver(b"x" * 800)
         far.deliver(b"x" * 400)
-        self.assertEqual(room.room.unsent, 3 * chat.TRANSPORT_BUFFER + 1200)
+        self.assertEqual(room.room.unsent, 3 * member.TRANSPORT_BUFFER + 1200)
         talker.dataReceived(b"hello\n")
         room.clock.advance(0)
         self.assertTrue(furtherT.disconnected)
@@ -881,7 +881,7 @@ class MemoryBudgetTests(SynchronousTestCase):
         reader, _ = room.connect()
         reader.pauseProducing()
         reader.deliver(b"x" * 100)
-        self.assertEqual(room.room.unsent, chat.TRANSPORT_BUFFER + 100)
+        self.assertEqual(room.room.unsent, member.TRANSPORT_BUFFER + 100)
         reader.resumeProducing()
         self.assertEqual(room.room.unsent, 0)
         reader.pauseProducing()
@@ -930,7 +930,7 @@ class ChatLimitTests(SynchronousTestCase):
 
     def test_idleClientIsToldThenClosed(self) -> None:
         room = Room()
-        room.factory.idleTimeout = 30
+        room.settings.idleTimeout = 30
         idler, idlerT = room.connect()
         other, otherT = room.connect()
         room.clock.advance(20)

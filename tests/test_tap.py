@@ -192,8 +192,8 @@ class MakeServiceTests(SynchronousTestCase):
     def test_optionsReachTheServices(self) -> None:
         _, ports = listening("--max-line=100", "--chat-backlog=2000")
         (chatFactory,) = [f for _, f, _ in ports if isinstance(f, ChatFactory)]
-        self.assertEqual(chatFactory.maxLine, 100)
-        self.assertEqual(chatFactory.backlog, 2000)
+        self.assertEqual(chatFactory.settings.maxLine, 100)
+        self.assertEqual(chatFactory.settings.backlog, 2000)
 
     def test_instanceNameReachesEveryService(self) -> None:
         """
@@ -202,7 +202,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         service = makeService(parse("--name=web-1"), MemoryReactorClock())
         self.assertEqual(service.instance, "web-1")
-        self.assertEqual(service.factories["chat"].instance, "web-1")
+        self.assertEqual(service.factories["chat"].settings.instance, "web-1")
         self.assertEqual(service.factories["http"].servedBy, [b"web-1"])
         self.assertEqual(parse()["name"], cli.defaultInstanceName())
         self.assertEqual(
@@ -334,7 +334,7 @@ class OperatorOptionsTests(SynchronousTestCase):
         factories: dict[type, Any] = {type(f): f for _, f, _ in ports}
         self.assertEqual(factories[EchoFactory].connections.limit, 7)
         self.assertEqual(factories[EchoFactory].idleTimeout, 30)
-        self.assertEqual(factories[ChatFactory].idleTimeout, 30)
+        self.assertEqual(factories[ChatFactory].settings.idleTimeout, 30)
         self.assertEqual(factories[CounterSite].connections.limit, 7)
         self.assertEqual(factories[CounterSite].timeOut, 60)
         self.assertEqual(factories[WebSite].connections.limit, 7)

@@ -582,7 +582,7 @@ class ChatSocketTests(SynchronousTestCase):
 
     def test_idleMemberIsToldAndClosed(self) -> None:
         room = Room()
-        room.factory.idleTimeout = 5
+        room.settings.idleTimeout = 5
         site = webSite(room)
         browser = WebSocketClient(site, room)
         browser.takeTexts()

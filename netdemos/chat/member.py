@@ -18,8 +18,8 @@ import re
 import socket
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
-from typing import Protocol as TypingProtocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import (
@@ -30,7 +30,7 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
-from netdemos.chat.lines import clean
+from netdemos.chat.lines import DEFAULT_MAX_LINE, clean
 from netdemos.chat.rate import TokenBucket
 from netdemos.chat.room import ChatRoom, IMember
 from netdemos.connections import ClockedTimeoutMixin
@@ -88,10 +88,12 @@ _HELP = (
 )
 
 
-class MemberSettings(TypingProtocol):
+@dataclass
+class MemberSettings:
     """
     What every member of one room shares, whatever its wire: the room, the
-    clock, and the limits.  L{netdemos.chat.tcp.ChatFactory} holds them.
+    clock, and the limits.  C{tap.py} builds one, and hands it to the TCP
+    chat's factory and to the web site, whose members are in the same room.
 
     @ivar maxLine: longest line in bytes.
     @ivar backlog: unsent bytes a member may have waiting before it is dropped.
@@ -105,12 +107,12 @@ class MemberSettings(TypingProtocol):
 
     room: ChatRoom
     clock: IReactorTime
-    maxLine: int
-    backlog: int
-    rate: float
-    burst: int
-    idleTimeout: float | None
-    instance: str
+    maxLine: int = DEFAULT_MAX_LINE
+    backlog: int = DEFAULT_BACKLOG
+    rate: float = DEFAULT_RATE
+    burst: int = DEFAULT_BURST
+    idleTimeout: float | None = None
+    instance: str = "netdemos"
 
 
 @implementer(IMember, IPushProducer)

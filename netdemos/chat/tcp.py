@@ -18,39 +18,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemos.chat.lines import DEFAULT_MAX_LINE, LineBuffer
-from netdemos.chat.member import (
-    DEFAULT_BACKLOG,
-    DEFAULT_BURST,
-    DEFAULT_RATE,
-    DROP_GRACE_SECONDS,
-    DROP_REASONS,
-    LINES_PER_TURN,
-    TRANSPORT_BUFFER,
-    RoomMember,
-)
-from netdemos.chat.room import ChatRoom
+from netdemos.chat.lines import LineBuffer
+from netdemos.chat.member import DROP_REASONS, MemberSettings, RoomMember
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS, Connections, closeWhenSent
 from netdemos.figures import Figure, IReportsFigures
-
-# The limits every member shares are the TCP chat's too.
-__all__ = [
-    "DEFAULT_BACKLOG",
-    "DEFAULT_BURST",
-    "DEFAULT_MAX_LINE",
-    "DEFAULT_RATE",
-    "DROP_GRACE_SECONDS",
-    "LINES_PER_TURN",
-    "TRANSPORT_BUFFER",
-    "ChatClient",
-    "ChatFactory",
-    "RoomFull",
-]
 
 
 @implementer(IHalfCloseableProtocol)
@@ -65,9 +41,9 @@ class ChatClient(RoomMember, Protocol):
     """
 
     def __init__(self, factory: ChatFactory) -> None:
-        RoomMember.__init__(self, factory)
+        RoomMember.__init__(self, factory.settings)
         self._factory = factory
-        self._lines = LineBuffer(factory.maxLine)
+        self._lines = LineBuffer(factory.settings.maxLine)
 
     # Protocol
 
@@ -122,16 +98,8 @@ class ChatFactory(Factory):
     Build a L{ChatClient} for each connection, all in the same L{ChatRoom}.
 
     The factory owns what its clients share, as L{netdemos.echo.EchoFactory}
-    does: the clock, their limits, and their live connections.
-
-    @ivar maxLine: longest line in bytes; a longer one is discarded.
-    @ivar backlog: unsent bytes a client may have waiting before it is dropped.
-    @ivar rate: lines a second a client may send on average (0: no limit).
-    @ivar burst: lines a client may send at once.
-    @ivar idleTimeout: seconds of silence before a client is closed, or
-        L{None} to let idle clients stay.
-    @ivar instance: the name of this server, which the welcome tells: where
-        several serve one room, the one a client is on.
+    does: the room's L{MemberSettings} (the room, the clock, the limits),
+    which the web site's members share too, and the live TCP connections.
     """
 
     # Not Twisted's "Starting factory" line: the banner says where it listens.
@@ -139,24 +107,11 @@ class ChatFactory(Factory):
 
     def __init__(
         self,
-        room: ChatRoom,
-        clock: IReactorTime,
-        maxLine: int = DEFAULT_MAX_LINE,
-        backlog: int = DEFAULT_BACKLOG,
-        rate: float = DEFAULT_RATE,
-        burst: int = DEFAULT_BURST,
+        settings: MemberSettings,
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-        idleTimeout: float | None = None,
-        instance: str = "netdemos",
     ) -> None:
-        self.room = room
-        self.instance = instance
-        self.clock = clock
-        self.maxLine = maxLine
-        self.backlog = backlog
-        self.rate = rate
-        self.burst = burst
-        self.idleTimeout = idleTimeout
+        self.settings = settings
+        self.room = settings.room
         self.connections = Connections(maxConnections)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:

@@ -9,8 +9,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
 from netdemos.chat.hub import IHub
+from netdemos.chat.member import DEFAULT_BURST, DEFAULT_RATE, MemberSettings
 from netdemos.chat.room import DEFAULT_MEMORY, ChatRoom
-from netdemos.chat.tcp import DEFAULT_BURST, DEFAULT_RATE, ChatClient, ChatFactory
+from netdemos.chat.tcp import ChatClient, ChatFactory
 
 
 class RoomTransport(StringTransportWithDisconnection):
@@ -76,7 +77,7 @@ class Room:
         self.room = ChatRoom(
             self.clock, memory=memory, hub=hub, backpressure=backpressure
         )
-        self.factory = ChatFactory(
+        self.settings = MemberSettings(
             self.room,
             self.clock,
             maxLine=maxLine,
@@ -85,6 +86,7 @@ class Room:
             burst=burst,
             instance=instance,
         )
+        self.factory = ChatFactory(self.settings)
         self._nextPort = firstPort - 1
 
     def connect(self, lingers: bool = False) -> tuple[ChatClient, RoomTransport]:

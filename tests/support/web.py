@@ -134,4 +134,4 @@ def webSite(room: Room, **kwargs: object) -> WebSite:
     """
     A L{WebSite} for the members of C{room}, on its clock.
     """
-    return WebSite(room.factory, room.clock, **kwargs)  # type: ignore[arg-type]
+    return WebSite(room.settings, room.clock, **kwargs)  # type: ignore[arg-type]
