@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -84,6 +85,20 @@ class MemoryCounter:
     def save(self) -> None:
         # This one forgets it.
         pass
+
+
+class SavedOnStop(Service):
+    """
+    The service of a counter in the server's tree: it saves the count when
+    the server stops, once the clients are gone.
+    """
+
+    def __init__(self, counter: ICounter) -> None:
+        self.counter = counter
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.counter.save()
 
 
 class CounterFileError(Exception):

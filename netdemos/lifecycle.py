@@ -9,13 +9,14 @@ Stopping (SIGTERM or SIGINT under twistd) goes in this order:
   3. each service closes its connections gracefully (chat clients are told the
      server is going away; answered HTTP requests are flushed);
   4. after C{shutdownTimeout} seconds, whatever still hangs is aborted;
-  5. state is saved (the HTTP count), and only then do the metrics and health
+  5. the backends stop: state is saved (the HTTP count) and the link to
+     Redis closed; and only then do the metrics and health
      listeners stop, so a probe can watch the drain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -66,8 +67,9 @@ class NetdemosService(MultiService):
         line.
     @ivar listeners: one L{StreamServerEndpointService} per service endpoint.
     @ivar admin: the metrics and health listeners, stopped last.
-    @ivar onStopped: what to call once the clients are gone, in order, to save
-        state or close links; each may return a L{Deferred}.
+    @ivar backends: what the services use that outlives any one client (the
+        link to Redis, the HTTP count), stopped once the clients are gone,
+        which saves state and closes links.
     @ivar dependencies: what the server needs besides its listeners to serve,
         such as a Redis counter: each has a C{ready} attribute.
     @ivar redis: the link to Redis (C{--redis}), if any, for C{/metrics}.
@@ -90,7 +92,8 @@ class NetdemosService(MultiService):
         self.admin = MultiService()
         self.admin.setServiceParent(self)
         self.factories: dict[str, Drainable] = {}
-        self.onStopped: list[Callable[[], object]] = []
+        self.backends = MultiService()
+        self.backends.setServiceParent(self)
         self.dependencies: list[Any] = []
         self.redis: Any = None
         self.listening: list[Listener] = []
@@ -168,13 +171,12 @@ class NetdemosService(MultiService):
             yield self._drain(list(self.factories.values()))
         except Exception:
             log.failure("netdemos: error while draining")
-        for callback in self.onStopped:
-            # One may take a moment (closing the link to Redis, once the
-            # room has told the other instances its members are leaving).
-            try:
-                yield maybeDeferred(callback)
-            except Exception:
-                log.failure("netdemos: error while saving state")
+        # One may take a moment: closing the link to Redis, once the room
+        # has told the other instances its members are leaving.
+        try:
+            yield self.backends.stopService()
+        except Exception:
+            log.failure("netdemos: error while saving state")
         yield self.admin.stopService()
         log.info("netdemos: stopped")
 

@@ -58,15 +58,14 @@ def makeService(
         from netdemos.redis import RedisLink
 
         link = RedisLink(options["redis"], reactor, options["redis-prefix"])
-        link.setServiceParent(server)
+        link.setServiceParent(server.backends)
         server.redis = link
-        server.onStopped.append(link.stopService)
     requestCounter = makeCounter(
         options["counter-file"] if options["http"] else None,
         link if options["http"] else None,
         reactor,
     )
-    server.onStopped.append(requestCounter.save)
+    counting.SavedOnStop(requestCounter).setServiceParent(server.backends)
     if options["http"]:
         server.dependencies.append(requestCounter)
 

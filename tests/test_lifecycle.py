@@ -138,7 +138,7 @@ class LifecycleTests(SynchronousTestCase):
         RecordingListener(log, "metrics").setServiceParent(server.admin)
         service = FakeService()
         server.factories["echo"] = service
-        server.onStopped.append(lambda: log.append("saved"))
+        RecordingListener(log, "backend").setServiceParent(server.backends)
         server.startService()
         del log[:]
 
@@ -149,20 +149,25 @@ class LifecycleTests(SynchronousTestCase):
         self.assertNoResult(stopped)
         assert service.closing is not None
         service.closing.callback(None)
-        self.assertEqual(log, ["echo stopped", "saved", "metrics stopped"])
+        self.assertEqual(log, ["echo stopped", "backend stopped", "metrics stopped"])
         self.successResultOf(stopped)
 
-    def test_stopWaitsForWhatOnStoppedReturns(self) -> None:
+    def test_stopWaitsForTheBackends(self) -> None:
         """
-        An C{onStopped} callback may take a moment (closing the link to
-        Redis after the room said goodbye): the admin listener, and the
-        stop, wait for it.
+        A backend may take a moment to stop (closing the link to Redis after
+        the room said goodbye): the admin listener, and the stop, wait for
+        it.
         """
         server, _, _ = makeServer()
         log: list[str] = []
         RecordingListener(log, "metrics").setServiceParent(server.admin)
         closing: Deferred[None] = Deferred()
-        server.onStopped.append(lambda: closing)
+
+        class Closing(Service):
+            def stopService(self) -> Deferred[None]:
+                return closing
+
+        Closing().setServiceParent(server.backends)
         server.startService()
         stopped = server.stopService()
         self.assertNotIn("metrics stopped", log)

@@ -684,15 +684,15 @@ class RedisOptionTests(SynchronousTestCase):
 
     def test_countInRedisAndNotReadyUntilItIsReached(self) -> None:
         """
-        With --redis the HTTP count is a L{RedisCounter} on a link under the
-        server, with the URL's address and the prefix; the server is not
-        ready until that counter is.
+        With --redis the HTTP count is a L{RedisCounter} on a link among the
+        server's backends, with the URL's address and the prefix; the server
+        is not ready until that counter is.
         """
         options = parse(
             "--redis=redis://:pw@redis.example:6380/2", "--redis-prefix=staging"
         )
         service = makeService(options, MemoryReactorClock())
-        (link,) = [each for each in service if isinstance(each, RedisLink)]
+        (link,) = [each for each in service.backends if isinstance(each, RedisLink)]
         self.assertEqual(
             link.address,
             RedisAddress(host="redis.example", port=6380, db=2, password="pw"),
