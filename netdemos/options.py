@@ -354,8 +354,8 @@ class Options(usage.Options):
             "Lines a second each chat client may send on average, commands"
             " included; faster senders are slowed by pausing their reads. 0"
             " lifts the limit, for load tests (e.g. --chat-rate=0): senders then"
-            " wait while a reader is behind, and a reader behind for 5 s is"
-            " dropped.",
+            " wait while a reader is far behind (half its --chat-backlog), and"
+            " one that stays so for 5 s is dropped.",
             boundedNumber(0, CHAT_RATE_LIMIT, "lines a second"),
         ],
         [

@@ -515,13 +515,16 @@ class BackpressureTests(SynchronousTestCase):
         self.talker.dataReceived(b"".join(b"line %03d\n" % n for n in range(count)))
         self.room.clock.advance(0)
 
-    def test_sendersWaitWhileAReaderIsBehind(self) -> None:
+    def test_sendersWaitWhileAReaderIsFarBehind(self) -> None:
         """
-        Lines sent while a reader is behind are not relayed, and the sender's
-        reads are paused; once the reader has caught up they are, in order,
-        and nobody was dropped, however far past the backlog they add up to.
+        Once a reader has half its backlog waiting, lines sent are not
+        relayed, and the sender's reads are paused; once the reader has caught
+        up they are, in order, and nobody was dropped, however far past the
+        backlog they add up to.
         """
         self.reader.pauseProducing()  # its transport's buffer is full
+        self.say(20)  # 600 bytes: past half the backlog
+        self.assertEqual(len(received(self.talkerT)), 20)
         self.say(200)
         self.assertEqual(received(self.talkerT), [])
         self.assertEqual(self.talkerT.producerState, "paused")
@@ -529,7 +532,7 @@ class BackpressureTests(SynchronousTestCase):
         self.reader.resumeProducing()  # it has read all that
         self.room.clock.advance(0)
         expected = [b"<127.0.0.1:40002> line %03d" % n for n in range(200)]
-        self.assertEqual(received(self.readerT), expected)
+        self.assertEqual(received(self.readerT), expected[:20] + expected)
         self.assertEqual(received(self.talkerT), expected)
         self.assertEqual(self.talkerT.producerState, "producing")
         self.assertEqual(self.room.room.clientsDropped, {})
@@ -540,6 +543,7 @@ class BackpressureTests(SynchronousTestCase):
         told why and dropped; the lines held back for it then go out.
         """
         self.reader.pauseProducing()
+        self.say(20)
         self.say(3)
         self.room.clock.advance(BEHIND_LIMIT)
         self.assertEqual(
@@ -549,10 +553,23 @@ class BackpressureTests(SynchronousTestCase):
         )
         self.assertEqual(self.room.room.clientsDropped["slow"], 1)
         self.assertEqual(
-            received(self.talkerT),
+            received(self.talkerT)[20:],
             [b"* 127.0.0.1:40001 was dropped (too slow)"]
             + [b"<127.0.0.1:40002> line %03d" % n for n in range(3)],
         )
+
+    def test_aReaderALittleBehindHoldsNobody(self) -> None:
+        """
+        A reader whose transport is full but that has less than half its
+        backlog waiting does not hold the others: a fan-out's readers often
+        are, for a moment.
+        """
+        self.reader.pauseProducing()
+        self.say(10)  # 300 bytes
+        self.say(1)
+        self.assertEqual(len(received(self.talkerT)), 11)
+        self.room.clock.advance(BEHIND_LIMIT)
+        self.assertEqual(self.room.room.clientsDropped, {})
 
     def test_withoutBackpressureAReaderBehindDoesNotHoldSenders(self) -> None:
         room = Room(rate=0, backlog=1000)

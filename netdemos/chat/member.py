@@ -374,6 +374,12 @@ class RoomMember(ClockedTimeoutMixin):
             self.unsent += len(data)
             self.room.stillBehind(len(data))
             if (
+                self._behindCall is None
+                and self.room.backpressure
+                and self.unsent - TRANSPORT_BUFFER >= self._settings.backlog // 2
+            ):
+                self._holdTheRoom()
+            if (
                 self.unsent - TRANSPORT_BUFFER > self._settings.backlog
                 and self._abortCall is None
                 and not self.closing
@@ -435,14 +441,21 @@ class RoomMember(ClockedTimeoutMixin):
         # The transport already holds a full buffer.
         self.unsent = TRANSPORT_BUFFER
         self.room.fellBehind(self, self.unsent)
-        if self.room.backpressure:
-            self._fixSendBuffer(LOAD_TEST_SEND_BUFFER)
-            self._behindCall = self._settings.clock.callLater(
-                BEHIND_LIMIT,
-                self._dropAsTooSlow,
-                b"behind for more than %g seconds while the room waited for you"
-                % (BEHIND_LIMIT,),
-            )
+
+    def _holdTheRoom(self) -> None:
+        """
+        Far behind in a load test: have the room hold its senders until this
+        member has caught up, which it must do within L{BEHIND_LIMIT}; and
+        give it a larger send buffer meanwhile.
+        """
+        self.room.congest(self)
+        self._fixSendBuffer(LOAD_TEST_SEND_BUFFER)
+        self._behindCall = self._settings.clock.callLater(
+            BEHIND_LIMIT,
+            self._dropAsTooSlow,
+            b"behind for more than %g seconds while the room waited for you"
+            % (BEHIND_LIMIT,),
+        )
 
     def resumeProducing(self) -> None:
         self._notBehind()

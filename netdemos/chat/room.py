@@ -167,7 +167,7 @@ class ChatRoom:
     @ivar closed: the server is going away, and has closed the room.
     @ivar behind: the members whose transports have asked them to pause.
     @ivar backpressure: whether the room holds its senders back while any
-        member is behind (see L{congested}), as a load test with flood control
+        member is far behind (see L{congested}), as a load test with flood control
         lifted wants: the senders then go at the pace of the slowest reader,
         as TCP would make them, instead of outrunning the readers until they
         are dropped.  A member must then not stay behind for longer than
@@ -185,8 +185,10 @@ class ChatRoom:
         self.clock = clock
         self.memory = memory
         self.backpressure = backpressure
-        # Members whose lines wait until the room is clear, in order.
+        # Members whose lines wait until the room is clear, in order; and
+        # the members far behind, for whom they wait.
         self._held: dict[IMember, None] = {}
+        self._congesting: set[IMember] = set()
         self._releaseCall: IDelayedCall | None = None
         self.hub = hub if hub is not None else LocalHub()
         self.hub.attach(self)
@@ -382,6 +384,7 @@ class ChatRoom:
         # the other instances, if any, that they all left.
         members, self._members = list(self._members.values()), {}
         self._held.clear()
+        self._congesting.clear()
         self.hub.close()
         for client in members:
             client.close("left (server shutting down)")
@@ -467,17 +470,30 @@ class ChatRoom:
         """
         self.behind.discard(member)
         self.unsent -= unsent
-        if self._held and not self.behind and self._releaseCall is None:
+        self.clear(member)
+
+    def congest(self, member: IMember) -> None:
+        """
+        C{member} is far behind (with L{backpressure}): hold the senders.
+        """
+        self._congesting.add(member)
+
+    def clear(self, member: IMember) -> None:
+        """
+        C{member} is no longer far behind (it caught up, or it is gone): once
+        nobody is, let the senders go on.
+        """
+        self._congesting.discard(member)
+        if self._held and not self._congesting and self._releaseCall is None:
             # Not from here: a transport is telling us its buffer drained.
             self._releaseCall = self.clock.callLater(0, self._release)
 
     @property
     def congested(self) -> bool:
         """
-        Whether senders must wait: with L{backpressure}, while any member is
-        behind.
+        Whether senders must wait: while any member is far behind.
         """
-        return self.backpressure and bool(self.behind)
+        return bool(self._congesting)
 
     def holdUntilClear(self, member: IMember) -> None:
         """
