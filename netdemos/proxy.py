@@ -122,6 +122,17 @@ def isProxied(description: str) -> bool:
     return description.startswith(PREFIX)
 
 
+def balancerConnection(transport: object) -> Any | None:
+    """
+    The balancer's connection, if C{transport} is a PROXY protocol wrapper
+    (whose C{getPeer} and C{getHost} give the addresses the header named):
+    its own C{getPeer} and C{getHost} are the balancer's, as TCP saw them.
+    """
+    if isinstance(transport, HAProxyProtocolWrapper):
+        return transport.transport
+    return None
+
+
 class _Remainder:
     """
     Takes, in place of the service's protocol, what follows the header in the

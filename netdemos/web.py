@@ -6,7 +6,9 @@ The C{--web} site: the chat page, and the chat room and echo over WebSocket.
     C{Last-Modified}, so that a browser's revalidation is a bodiless 304;
   - C{/chat}: a WebSocket into the room the TCP chat clients are in
     (L{netdemos.chat.websocket});
-  - C{/echo}: WebSocket echo, text back as text and binary as binary.
+  - C{/echo}: WebSocket echo, text back as text and binary as binary;
+  - C{/whoami}, C{/status/CODE}, C{/delay/SECONDS}: the HTTP mirror
+    (L{netdemos.mirror}), a target for testing clients and balancers.
 
 A browser opens a WebSocket to any address a page asks it to, and sends the
 cookies it has for it; so a handshake whose C{Origin} is another site's is
@@ -38,6 +40,7 @@ from wsproto import ConnectionType
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
+from netdemos import __version__
 from netdemos.chat.member import MemberSettings
 from netdemos.chat.websocket import ChatSocketFactory
 from netdemos.connections import (
@@ -51,6 +54,7 @@ from netdemos.httpguard import (
     REFUSAL_REASONS,
     GuardedSite,
 )
+from netdemos.mirror import Delay, MirrorChannel, MirrorRequest, Status, WhoAmI
 from netdemos.websocket import (
     DEFAULT_MAX_MESSAGE,
     DEFAULT_PING_INTERVAL,
@@ -413,16 +417,20 @@ def refuse(request: Request, code: int, reason: str, why: bytes) -> bytes:
 
 class WebSite(GuardedSite):
     """
-    The web factory: a L{GuardedSite} serving the page, C{/chat} and C{/echo},
-    and counting its connections, HTTP and WebSocket alike.  Its HTTP side is
-    guarded as the counter's is: a WebSocket handshake is a C{GET} without a
-    body.
+    The web factory: a L{GuardedSite} serving the page, C{/chat}, C{/echo}
+    and the mirror, and counting its connections, HTTP and WebSocket alike.
+    Its HTTP side is guarded as the counter's is: a WebSocket handshake is a
+    C{GET} without a body.
 
     @ivar connections: the live connections, whether still HTTP or upgraded.
+    @ivar delays: C{/delay}, which the server answers at once when it stops.
     """
 
     serviceName = "web"
     refusalReasons = WEB_REFUSALS
+    # Channels that record each request's header lines, for /whoami.
+    protocol = MirrorChannel
+    requestFactory = MirrorRequest
 
     def __init__(
         self,
@@ -463,6 +471,10 @@ class WebSite(GuardedSite):
                 origins,
             ),
         )
+        self.delays = Delay(clock)
+        root.putChild(b"whoami", WhoAmI(chat.instance, __version__))
+        root.putChild(b"status", Status())
+        root.putChild(b"delay", self.delays)
         super().__init__(
             root,
             headerTimeout=headerTimeout,
@@ -485,8 +497,10 @@ class WebSite(GuardedSite):
 
     def close(self) -> Deferred[None]:
         """
-        Tell the room's members the server is going away, and close every
-        connection, WebSocket or HTTP; fire once all are gone.
+        Tell the room's members the server is going away, answer the delayed
+        requests now, and close every connection, WebSocket or HTTP; fire
+        once all are gone.
         """
         self.room.close()
+        self.delays.cutShort()
         return self.connections.closeAll()

@@ -53,7 +53,7 @@ def test_clientsOwnAddressesAndOneCountBehindHAProxy(
     Behind HAProxy with send-proxy, the room names each client by its own
     address, not HAProxy's, a WebSocket member as much as a TCP one; echo
     works through it; and GETs balanced over both instances never repeat a
-    number.
+    number; the web site's /whoami names the client and the balancer.
     """
     redis = RedisServer(tmp_path, stack).start()
     proxy = HAProxy(tmp_path, stack)
@@ -98,6 +98,18 @@ def test_clientsOwnAddressesAndOneCountBehindHAProxy(
         member.send("from a browser")
         for user in users:
             user.inbox.waitForLine(f"<{browserName}> from a browser")
+
+    # The web site's mirror shows both: the client the PROXY header names,
+    # and HAProxy's own connection, as TCP saw it.
+    with clients.connect(port[8081], source="127.0.0.8") as mirror:
+        mirror.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer, _ = readUntilClosed(mirror, time.monotonic() + LINE_TIMEOUT)
+        seen = dict(
+            line.split(": ", 1)
+            for line in answer.split(b"\r\n\r\n", 1)[1].decode().splitlines()
+        )
+        assert seen["Proxy-Peer"] == f"127.0.0.8:{mirror.getsockname()[1]}"
+        assert seen["Peer"].startswith("127.0.0.1:"), seen
 
     with socket.create_connection((LOOPBACK, port[1234]), timeout=LINE_TIMEOUT) as echo:
         echo.sendall(b"ping")

@@ -10,6 +10,7 @@ to it as clients, probes, Prometheus and systemd do.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import select
 import signal
@@ -660,3 +661,32 @@ def test_idleClientsAreDisconnectedButTalkingClientsStay(
     samples = scrapeMetrics(server.metricsPort)
     assert sample(samples, "netdemos_chat_clients_dropped_total", reason="idle") == 1
     server.assertNoErrorsLogged()
+
+
+# Logs
+
+
+def test_jsonLoggerWritesOneJSONObjectALine(launcher: Launcher) -> None:
+    """
+    With C{--logger=netdemos.logs.json} every line of a short real run, start
+    to stop, is one JSON object (no record separator before it, which
+    C{jq} and log shippers would take for a stray byte), and the banner's
+    events carry their fields: the text a shipper indexes is in them.
+    """
+    server = launcher.start(
+        services=["echo", "web"], twistdOptions=["--logger=netdemos.logs.json"]
+    )
+    server.waitUntilLogged("netdemos: ready")
+    returncode, _ = terminate(server)
+    assert returncode == KILLED_BY_SIGTERM
+    lines = server.output().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert all(isinstance(event, dict) for event in events), lines
+    (ready,) = [
+        event for event in events if event.get("line", "").startswith("netdemos: ready")
+    ]
+    assert ready["log_format"] == "{line}"
+    assert ready["log_level"]["name"] == "info"
+    assert ready["log_namespace"] == "netdemos.lifecycle"
+    assert ready["text"] == ready["line"]
+    assert any(event.get("log_format") == "netdemos: stopped" for event in events)
