@@ -70,6 +70,9 @@ class NetdemosService(MultiService):
         state or close links; each may return a L{Deferred}.
     @ivar dependencies: what the server needs besides its listeners to serve,
         such as a Redis counter: each has a C{ready} attribute.
+    @ivar reporting: the services that report figures but hold no
+        connections (the UDP echo), by name; the L{factories} report theirs
+        too.
     @ivar redis: the link to Redis (C{--redis}), if any, for C{/metrics}.
     """
 
@@ -90,6 +93,7 @@ class NetdemosService(MultiService):
         self.admin = MultiService()
         self.admin.setServiceParent(self)
         self.factories: dict[str, Drainable] = {}
+        self.reporting: dict[str, Any] = {}
         self.onStopped: list[Callable[[], object]] = []
         self.dependencies: list[Any] = []
         self.redis: Any = None
