@@ -686,7 +686,7 @@ class UDPEchoOptionTests(SynchronousTestCase):
         # The largest datagram is read whole: Twisted reads 8192 bytes unless told.
         self.assertEqual(servers, [(7, "", 65535), (8, "::1", 65535)])
         [first, second] = [protocol for _, protocol, _, _ in reactor.udpServers]
-        self.assertIsInstance(first, UDPEcho)
+        assert isinstance(first, UDPEcho) and isinstance(second, UDPEcho)
         self.assertIs(first._factory, second._factory)
         self.assertIs(service.reporting["echo-udp"], first._factory)
         names = [child.name for child in IServiceCollection(service.listeners)]
@@ -700,7 +700,9 @@ class UDPEchoOptionTests(SynchronousTestCase):
         reactor, _ = self.start(
             "--echo-udp=7", "--echo-udp-rate=2.5", "--echo-udp-burst=3"
         )
-        limits = reactor.udpServers[0][1]._limits
+        protocol = reactor.udpServers[0][1]
+        assert isinstance(protocol, UDPEcho)
+        limits = protocol._limits
         self.assertEqual((limits._each._interval, limits._each.burst), (0.4, 3))
 
     def test_badEndpointsAreRefusedInOneLine(self) -> None:
