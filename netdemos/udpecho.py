@@ -34,11 +34,11 @@ TOKEN_BYTES = 2048
 OVERALL = 100
 
 # The sources whose allowance is remembered, least recently heard from
-# forgotten first: some 160 bytes each, about 10 MiB in all.  At the default
+# forgotten first: some 160 bytes each, about 5 MiB in all.  At the default
 # rates no more than 20,000 sources can be spending their allowance at once
 # (the overall 10,000 tokens a second, for the 2 s a burst takes to refill),
 # so a source is only forgotten once it no longer matters.
-MAX_SOURCES = 65_536
+MAX_SOURCES = 32_768
 
 # Datagrams from these ports are dropped: they belong to services (echo is
 # 7, chargen 19, DNS 53...), which a reply could start a loop with.
