@@ -150,7 +150,14 @@ def _keywords(fields: list[str], known: set[str]) -> dict[str, str]:
 
 
 def _fromSystemd() -> dict[str, int]:
-    return ListenFDs.fromEnvironment().inheritedNamedDescriptors()
+    # The first ListenFDs.fromEnvironment() takes LISTEN_FDS and LISTEN_PID
+    # out of the environment, and Twisted's systemd: endpoint parser makes it
+    # as twistd loads its plugins: the descriptors are known only to it.
+    # (docs/private-names.md)
+    from twisted.internet.endpoints import _SystemdParser
+
+    daemon: ListenFDs = _SystemdParser._sddaemon
+    return daemon.inheritedNamedDescriptors()
 
 
 class DatagramPortService(Service):

@@ -255,6 +255,19 @@ class DatagramEndpointTests(SynchronousTestCase):
                 (inherited.fileno(), socket.AF_INET6, protocol, 65535),
             )
 
+    def test_namesComeFromTwistedsOwnListenFDs(self) -> None:
+        """
+        The names are those Twisted's C{systemd:} endpoints read: once
+        Twisted has read them, the environment no longer holds them.
+        """
+        from twisted.internet.endpoints import _SystemdParser
+        from twisted.python.systemd import ListenFDs
+
+        self.patch(_SystemdParser, "_sddaemon", ListenFDs([5, 6], ["a", "b"]))
+        endpoint = datagrams.datagramEndpoint(self.reactor, "systemd:name=b")
+        assert isinstance(endpoint, datagrams.AdoptedDatagramEndpoint)
+        self.assertEqual(endpoint.fileno, 6)
+
     def test_aStreamSocketIsRefused(self) -> None:
         import socket
 

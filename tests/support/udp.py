@@ -20,7 +20,8 @@ def freeUDPPort(host: str = LOOPBACK) -> int:
     A UDP port free on C{host} now (another process may take it before the
     server binds it).
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
