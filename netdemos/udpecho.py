@@ -64,12 +64,15 @@ class Allowance:
     L{SourceLimits} remember tens of thousands of them.
     """
 
-    __slots__ = ("burst", "_interval", "_tolerance")
+    __slots__ = ("burst", "_interval", "_tolerance", "_setBack")
 
     def __init__(self, rate: float, burst: float) -> None:
         self.burst = burst
         self._interval = 1.0 / rate
-        self._tolerance = burst * self._interval
+        # (A hair over counts as within: float rounding must not leave a
+        # source one ulp short forever.)
+        self._tolerance = burst * self._interval * (1 + 1e-9)
+        self._setBack = 2 * self._tolerance
 
     def spend(self, full: float, now: float, tokens: float) -> float | None:
         """
@@ -77,13 +80,13 @@ class Allowance:
         time at which it will be full again after that, or L{None} if the
         tokens are not there.
         """
-        if full - now > 2 * self._tolerance:
+        if full < now:
+            full = now
+        elif full - now > self._setBack:
             # Only a clock set back gets here: start afresh rather than wait.
             full = now
-        after = max(full, now) + tokens * self._interval
-        # (A hair over counts as within: float rounding must not leave a
-        # source one ulp short forever.)
-        if after - now > self._tolerance * (1 + 1e-9):
+        after = full + tokens * self._interval
+        if after - now > self._tolerance:
             return None
         return after
 
@@ -107,7 +110,7 @@ class SourceLimits:
         burst: int = DEFAULT_BURST,
         maxSources: int = MAX_SOURCES,
     ) -> None:
-        self._clock = clock
+        self._now = clock.seconds
         self._each = Allowance(rate, burst)
         self._all = Allowance(rate * OVERALL, burst * OVERALL)
         self._allFull = 0.0
@@ -122,14 +125,19 @@ class SourceLimits:
         Whether a datagram of C{size} bytes from C{source} (an address) may be
         echoed now; if so, its tokens are spent.
         """
-        now = self._clock.seconds()
-        tokens = min(max(1.0, size / TOKEN_BYTES), self._each.burst)
+        now = self._now()
+        tokens = size / TOKEN_BYTES
+        if tokens < 1.0:
+            tokens = 1.0
+        elif tokens > self._each.burst:
+            tokens = self._each.burst
         sources = self._sources
-        full = sources.get(source)
-        if full is not None:
-            sources.move_to_end(source)
-        else:
+        known = sources.get(source)
+        if known is None:
             full = now
+        else:
+            full = known
+            sources.move_to_end(source)
         own = self._each.spend(full, now, tokens)
         if own is None:
             return False
@@ -137,7 +145,7 @@ class SourceLimits:
         if overall is None:
             return False
         self._allFull = overall
-        if len(sources) >= self.maxSources and source not in sources:
+        if known is None and len(sources) >= self.maxSources:
             sources.popitem(last=False)
         sources[source] = own
         return True
@@ -200,6 +208,8 @@ class UDPEcho(DatagramProtocol):
     def __init__(self, factory: UDPEchoFactory) -> None:
         self._factory = factory
         self._limits = factory.limits
+        self._datagrams = factory.datagrams
+        self._bytes = factory.bytes
         self._host = ""
         self._port = 0
 
@@ -209,21 +219,21 @@ class UDPEcho(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         host, port = addr
-        result = self._answer(datagram, host, port)
-        self._factory.datagrams[result] += 1
-        self._factory.bytes[result] += len(datagram)
-
-    def _answer(self, datagram: bytes, host: str, port: int) -> str:
         if port < PRIVILEGED_PORTS:
-            return DROPPED_PORT
-        if port == self._port and (host == self._host or self._host in _EVERY_ADDRESS):
-            return DROPPED_SELF
-        if not self._limits.allow(host, len(datagram)):
-            return DROPPED_RATE
-        try:
-            self.transport.write(datagram, (host, port))
-        except OSError:
-            # The send buffer is full, or a firewall said no: a lost
-            # datagram, which UDP allows.
-            return UNSENT
-        return ECHOED
+            result = DROPPED_PORT
+        elif port == self._port and (
+            host == self._host or self._host in _EVERY_ADDRESS
+        ):
+            result = DROPPED_SELF
+        elif not self._limits.allow(host, len(datagram)):
+            result = DROPPED_RATE
+        else:
+            try:
+                self.transport.write(datagram, addr)
+                result = ECHOED
+            except OSError:
+                # The send buffer is full, or a firewall said no: a lost
+                # datagram, which UDP allows.
+                result = UNSENT
+        self._datagrams[result] += 1
+        self._bytes[result] += len(datagram)
