@@ -3,7 +3,7 @@ Run the netdemos benchmarks and print a markdown report.
 
 C{python -m bench [--quick]
 [--only echo,bulk,http,chat,idle,startup,burst,join,flood,wschat,wsecho,
-loadtest] [--previous PATH] [--profile]}.
+loadtest,udp] [--previous PATH] [--profile]}.
 Servers run one at a time, pinned to CPU 0; the generator runs in this
 process (and C{wrk}) on CPU 1.  Every load alternates netdemos, the
 naive homepage script and, where one exists, the asyncio peer, round after
@@ -44,6 +44,7 @@ LOAD_NAMES = (
     "wschat",
     "wsecho",
     "loadtest",
+    "udp",
 )
 
 
@@ -236,6 +237,22 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
             ],
             timed(loads.chatFanOut),
             rateMetrics("lines delivered/s", "ratio >= 0.5", 0.5),
+            rounds,
+        ),
+        "udp": Load(
+            "UDP echo (1 client, 64 B, 32 in flight; netdemos with"
+            " --echo-udp-rate and --echo-udp-burst at their maximum)",
+            [
+                Target(
+                    "netdemos",
+                    "subject",
+                    partial(servers.startNetdemosUDP, "netdemos", settings.source),
+                ),
+                naive("echo-udp"),
+                peer("echo-udp"),
+            ],
+            timed(loads.udpEcho),
+            rateMetrics("datagrams/s", "ratio >= 0.9", 0.9),
             rounds,
         ),
         "wsecho": Load(

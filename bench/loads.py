@@ -254,6 +254,40 @@ def echoPingPong(
     return window.result()
 
 
+def udpEcho(
+    server: Server, seconds: float, inFlight: int = 32, size: int = 64
+) -> dict[str, float]:
+    """
+    Datagrams echoed per second, one client keeping C{inFlight} datagrams of
+    C{size} bytes in flight; if none comes back for a while, those in flight
+    are taken as lost and sent afresh.
+    """
+    message = b"u" * size
+    window = Window(server, seconds)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.connect(("127.0.0.1", server.port("echo-udp")))
+        client.setblocking(False)
+        with select.epoll() as poller:
+            poller.register(client.fileno(), IN)
+            for _ in range(inFlight):
+                client.send(message)
+            while window.running():
+                if window.justOpened:
+                    window.count = 0
+                if not poller.poll(0.2):
+                    for _ in range(inFlight):  # all lost: start again
+                        client.send(message)
+                    continue
+                while True:
+                    try:
+                        client.recv(size)
+                    except BlockingIOError:
+                        break
+                    window.count += 1
+                    client.send(message)
+    return window.result()
+
+
 def echoBulk(
     server: Server,
     seconds: float,

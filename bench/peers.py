@@ -98,8 +98,19 @@ class ChatPeer(asyncio.Protocol):
             self.relay.say(data[:end])
 
 
+class UDPEchoPeer(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
 async def serve(kind: str, port: int) -> None:
     loop = asyncio.get_running_loop()
+    if kind == "echo-udp":
+        await loop.create_datagram_endpoint(UDPEchoPeer, ("127.0.0.1", port))
+        await asyncio.Event().wait()
     relay = Relay()
     factories = {
         "echo": EchoPeer,

@@ -33,6 +33,7 @@ BASELINE_SCRIPTS = {
     "echo": "echo_server.py",
     "http": "web_counter.py",
     "chat": "pub_chat.py",
+    "echo-udp": "udp_echo_server.py",
 }
 SERVER_CPU = 0
 GENERATOR_CPU = 1
@@ -189,6 +190,23 @@ def startNetdemos(
     }
     command = netdemosCommand([*options(), *serviceArguments(endpoints)])
     return _start(name, ports, command, source)
+
+
+def startNetdemosUDP(name: str = "netdemos", source: Path | None = None) -> Server:
+    """
+    Run C{twistd -n netdemos} with the UDP echo alone, its rate limits
+    raised as far as they go, for a load that measures throughput.
+    """
+    [port] = freePorts(1)
+    command = netdemosCommand(
+        [
+            *serviceArguments({}),
+            f"--echo-udp=udp:{port}:interface=127.0.0.1",
+            "--echo-udp-rate=1000000",
+            "--echo-udp-burst=1000000",
+        ]
+    )
+    return _start(name, {"echo-udp": port}, command, source)
 
 
 def operatorOptions() -> list[str]:

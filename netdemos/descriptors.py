@@ -230,7 +230,10 @@ def fitToOpenFileLimit(
             )
     for name, limit in plan.limits.items():
         connections[name].limit = limit
-    summary = ", ".join(f"{name} {limit}" for name, limit in plan.limits.items())
+    summary = (
+        ", ".join(f"{name} {limit}" for name, limit in plan.limits.items())
+        or "none (no connection service is on)"
+    )
     if plan.lowered(wanted):
         (log.warn if plan.short(wanted) else log.info)(
             "netdemos: open-file limit {openFiles}; connection limits lowered"

@@ -72,6 +72,9 @@ class NetdemosService(MultiService):
         which saves state and closes links.
     @ivar dependencies: what the server needs besides its listeners to serve,
         such as a Redis counter: each has a C{ready} attribute.
+    @ivar reporting: the services that report figures but hold no
+        connections (the UDP echo), by name; the L{factories} report theirs
+        too.
     @ivar redis: the link to Redis (C{--redis}), if any, for C{/metrics}.
     """
 
@@ -94,6 +97,7 @@ class NetdemosService(MultiService):
         self.factories: dict[str, Drainable] = {}
         self.backends = MultiService()
         self.backends.setServiceParent(self)
+        self.reporting: dict[str, Any] = {}
         self.dependencies: list[Any] = []
         self.redis: Any = None
         self.listening: list[Listener] = []

@@ -23,9 +23,10 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
+from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
-from netdemos import descriptors, proxy
+from netdemos import datagrams, descriptors, proxy
 
 # Addresses that mean "every address": a client tries them as localhost.
 _EVERY_ADDRESS = ("0.0.0.0", "::", "")
@@ -54,6 +55,10 @@ class Listener:
         if isinstance(address, UNIXAddress):
             path = shlex.quote(_text(address.name))
             return _overUNIX(self.service, path, tls)
+        if isinstance(address, IPv4Address | IPv6Address) and address.type == "UDP":
+            return (
+                f"nc -u {_host(address).strip('[]')} {address.port}, then type a line"
+            )
         if isinstance(address, IPv4Address | IPv6Address):
             return _overTCP(self.service, _host(address), address.port, tls)
         return str(address)
@@ -194,5 +199,56 @@ def listen(
     child.endpoint = descriptors.WatchedEndpoint(
         child.endpoint, name, factory.connections, reactor
     )
+    child.setName(f"{name} {description}")
+    child.setServiceParent(parent)
+
+
+@implementer(datagrams.IDatagramServerEndpoint)
+class RecordedDatagramEndpoint:
+    """
+    A datagram endpoint that notes, in C{listeners}, where each port it opens
+    listens.
+    """
+
+    def __init__(
+        self,
+        endpoint: datagrams.IDatagramServerEndpoint,
+        service: str,
+        description: str,
+        listeners: list[Listener],
+    ) -> None:
+        self._endpoint = endpoint
+        self._service = service
+        self._description = description
+        self._listeners = listeners
+
+    def listen(self, protocol: DatagramProtocol) -> IListeningPort:
+        port = self._endpoint.listen(protocol)
+        self._listeners.append(
+            Listener(self._service, self._description, port.getHost())
+        )
+        return port
+
+
+def listenDatagrams(
+    server: Any,
+    parent: Any,
+    name: str,
+    description: str,
+    factory: Any,
+    reactor: Any,
+) -> None:
+    """
+    Listen with a protocol from C{factory} on the datagram endpoint
+    C{description}, under C{parent} in C{server}, and note where it listens
+    for the startup banner.
+    """
+    endpoint = RecordedDatagramEndpoint(
+        datagrams.datagramEndpoint(reactor, description),
+        name,
+        description,
+        server.listening,
+    )
+    child = datagrams.DatagramPortService(endpoint, factory.buildProtocol())
     child.setName(f"{name} {description}")
     child.setServiceParent(parent)

@@ -79,10 +79,11 @@ class NetdemosCollector(Collector):
         yield from (total, active, rejected)
         if self._server.redis is not None:
             yield from redisMetrics(self._server.redis)
+        reporting = [*factories.values(), *self._server.reporting.values()]
         yield from families(
             figure
-            for factory in factories.values()
-            for figure in IReportsFigures(factory).figures()
+            for service in reporting
+            for figure in IReportsFigures(service).figures()
         )
 
 

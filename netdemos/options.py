@@ -21,7 +21,16 @@ from twisted.python import usage
 
 import netdemos
 import twisted
-from netdemos import connections, counting, httpguard, lifecycle, web, websocket
+from netdemos import (
+    connections,
+    counting,
+    datagrams,
+    httpguard,
+    lifecycle,
+    udpecho,
+    web,
+    websocket,
+)
 from netdemos.chat import lines, member
 from netdemos.chat import room as chatroom
 
@@ -39,6 +48,9 @@ DEFAULT_PORTS = {"echo": 1234, "http": 8080, "chat": 1025, "web": 8081}
 #   what can ever be open;
 # - a million lines a second from one chat client, or a burst of a million,
 #   is no limit at all; 0 lifts the rate limit on purpose;
+# - a million datagrams a second from one UDP echo source, or a burst of a
+#   million, is no limit at all, and lifts it for a load test (all sources
+#   together may then have 100 times that echoed, more than any host sends);
 # - 64 GiB of unsent output for the whole room is more than a test target's
 #   host should ever give it;
 # - a WebSocket message of 1 GiB, held whole in memory, times a crowd of
@@ -60,6 +72,8 @@ SHUTDOWN_TIMEOUT_LIMIT = 3600
 CHAT_RATE_LIMIT = 1_000_000
 CHAT_BURST_LIMIT = 1_000_000
 CHAT_MEMORY_LIMIT = 64 * 1024**3
+UDP_RATE_LIMIT = 1_000_000
+UDP_BURST_LIMIT = 1_000_000
 
 # An instance's name goes into an HTTP header, a metric's label, the log and
 # Redis keys: a host name's letters are safe in all of them.
@@ -225,8 +239,13 @@ HELP_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
             ("http", "ENDPOINT"),
             ("chat", "ENDPOINT"),
             ("web", "ENDPOINT"),
+            ("echo-udp", "ENDPOINT"),
             ("metrics", "ENDPOINT"),
         ],
+    ),
+    (
+        "UDP echo",
+        [("echo-udp-rate", "DATAGRAMS"), ("echo-udp-burst", "DATAGRAMS")],
     ),
     (
         "Chat",
@@ -375,6 +394,24 @@ class Options(usage.Options):
             boundedInt(1, CHAT_MEMORY_LIMIT),
         ],
         [
+            "echo-udp-rate",
+            None,
+            udpecho.DEFAULT_RATE,
+            "Datagrams a second the UDP echo sends back to each source, and"
+            f" {udpecho.TOKEN_BYTES} bytes each (a larger one counts as"
+            f" several); all sources together get {udpecho.OVERALL} times as"
+            " much, and the rest is dropped (e.g. --echo-udp-rate=10).",
+            boundedNumber(1, UDP_RATE_LIMIT, "datagrams a second"),
+        ],
+        [
+            "echo-udp-burst",
+            None,
+            udpecho.DEFAULT_BURST,
+            "Datagrams the UDP echo sends back to a source at once before"
+            " --echo-udp-rate applies (e.g. --echo-udp-burst=20).",
+            boundedInt(1, UDP_BURST_LIMIT),
+        ],
+        [
             "ws-max-message",
             None,
             websocket.DEFAULT_MAX_MESSAGE,
@@ -480,6 +517,7 @@ class Options(usage.Options):
         for name in (*SERVICES, "metrics"):
             self[name] = []
         self["web-origin"] = []
+        self["echo-udp"] = []
 
     def opt_version(self) -> None:
         """
@@ -523,6 +561,17 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--web-origin={origin}: {e}") from e
 
+    def opt_echo_udp(self, endpoint: str) -> None:
+        """
+        Serve echo over UDP on ENDPOINT: udp:PORT[:interface=ADDRESS] (a bare
+        number N is udp:N, every IPv4 address) or systemd:name=NAME.  Off by
+        default: anyone can forge a datagram's source, which makes a UDP echo a
+        reflector aimed at a victim, or a loop with another echo or chargen; so
+        privileged source ports are dropped and each source is rate limited
+        (e.g. --echo-udp=udp:1234:interface=127.0.0.1).
+        """
+        self["echo-udp"].append(endpoint)
+
     def opt_metrics(self, endpoint: str) -> None:
         """
         Serve /metrics, /livez and /readyz on ENDPOINT; off by default (e.g.
@@ -536,6 +585,7 @@ class Options(usage.Options):
         for name in SERVICES:
             self[name] = self._endpointsFor(name, self[name], str(DEFAULT_PORTS[name]))
         self["metrics"] = self._endpointsFor("metrics", self["metrics"], "none")
+        self["echo-udp"] = self._datagramEndpointsFor("echo-udp", self["echo-udp"])
         if self["metrics"] and importlib.util.find_spec("prometheus_client") is None:
             raise usage.UsageError(
                 "--metrics needs prometheus-client: pip install 'netdemos[metrics]'"
@@ -555,6 +605,21 @@ class Options(usage.Options):
         endpoints = [each for bare in given for each in normalizeEndpoints(bare)]
         for description in endpoints:
             checkEndpoint(name, description)
+        if len(set(endpoints)) != len(endpoints):
+            raise usage.UsageError(f"--{name} names the same endpoint twice")
+        return endpoints
+
+    def _datagramEndpointsFor(self, name: str, given: list[str]) -> list[str]:
+        if given == ["none"] or not given:
+            return []
+        if "none" in given:
+            raise usage.UsageError(f"--{name}=none cannot be combined with others")
+        endpoints = [datagrams.normalizeDatagramEndpoint(each) for each in given]
+        for description in endpoints:
+            try:
+                datagrams.datagramEndpoint(reactorOrGlobal(None), description)
+            except ValueError as e:
+                raise usage.UsageError(f"--{name}={description}: {e}") from e
         if len(set(endpoints)) != len(endpoints):
             raise usage.UsageError(f"--{name} names the same endpoint twice")
         return endpoints

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from netdemos import counter, counting, descriptors, echo, hangup, lifecycle, web
+from netdemos import (
+    counter,
+    counting,
+    descriptors,
+    echo,
+    hangup,
+    lifecycle,
+    udpecho,
+    web,
+)
 from netdemos.chat import room as chatroom
 from netdemos.chat import tcp as chat
 from netdemos.chat.member import MemberSettings
-from netdemos.listening import listen
+from netdemos.listening import listen, listenDatagrams
 from netdemos.notify import Notifier
 from netdemos.options import SERVICES, Options, reactorOrGlobal
 
@@ -129,6 +138,18 @@ def makeService(
                 server, server.listeners, name, description, factories[name], reactor
             )
 
+    if options["echo-udp"]:
+        echoes = udpecho.UDPEchoFactory(
+            udpecho.SourceLimits(
+                reactor, rate=options["echo-udp-rate"], burst=options["echo-udp-burst"]
+            )
+        )
+        server.reporting["echo-udp"] = echoes
+        for description in options["echo-udp"]:
+            listenDatagrams(
+                server, server.listeners, "echo-udp", description, echoes, reactor
+            )
+
     if options["metrics"]:
         from netdemos.metrics import makeAdminSite
 
@@ -141,7 +162,7 @@ def makeService(
     try:
         descriptors.fitToOpenFileLimit(
             {name: factories[name].connections for name in enabled},
-            listeners=sum(len(options[name]) for name in enabled),
+            listeners=sum(len(options[name]) for name in [*enabled, "echo-udp"]),
             openFiles=openFiles,
             ceiling=descriptors.usableOpenFiles(reactor),
         )

@@ -42,6 +42,21 @@ class TryItTests(SynchronousTestCase):
             ],
         )
 
+    def test_udpEcho(self) -> None:
+        """
+        The UDP echo is tried with C{nc -u}, which needs a line typed.
+        """
+        self.assertEqual(
+            [
+                Listener("echo-udp", "udp:7", IPv4Address("UDP", "0.0.0.0", 7)).tryIt(),
+                Listener("echo-udp", "udp:7", IPv6Address("UDP", "::1", 7)).tryIt(),
+            ],
+            [
+                "nc -u localhost 7, then type a line",
+                "nc -u ::1 7, then type a line",
+            ],
+        )
+
     def test_anIPv6AddressIsBracketedInURLsOnly(self) -> None:
         self.assertEqual(
             tcp("http", "tcp6:80:interface=\\:\\:1", "::1", 80).tryIt(),

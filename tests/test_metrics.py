@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from support.chat import Room
+from support.datagrams import FakeDatagramTransport
 from support.http import connectChannel, exchange, get
 from support.redis import FakeRedis
 from support.transport import PEER
@@ -23,6 +24,7 @@ from netdemos.echo import EchoFactory
 from netdemos.figures import Figure, IReportsFigures
 from netdemos.lifecycle import NetdemosService
 from netdemos.metrics import makeAdminSite
+from netdemos.udpecho import SourceLimits, UDPEchoFactory
 
 
 class MetricsTests(SynchronousTestCase):
@@ -83,6 +85,23 @@ class MetricsTests(SynchronousTestCase):
             0,
         )
         self.assertIn("process_cpu_seconds_total", metrics)
+
+    def test_udpEchoReportsWithoutConnections(self) -> None:
+        """
+        A service with no connections (the UDP echo) reports its figures
+        through the server's C{reporting}, and has no connection figures.
+        """
+        echoes = UDPEchoFactory(SourceLimits(Clock()))
+        self.server.reporting["echo-udp"] = echoes
+        echo = echoes.buildProtocol()
+        echo.makeConnection(FakeDatagramTransport())  # type: ignore[arg-type]
+        echo.datagramReceived(b"hello", ("127.0.0.1", 40000))
+        echo.datagramReceived(b"hi", ("127.0.0.1", 19))
+        figures = self.scrape()
+        self.assertEqual(figures['netdemos_udp_datagrams_total{result="echoed"}'], 1)
+        self.assertEqual(figures['netdemos_udp_bytes_total{result="dropped_port"}'], 2)
+        self.assertEqual(figures["netdemos_udp_sources"], 1)
+        self.assertNotIn('netdemos_connections_total{service="echo-udp"}', figures)
 
     def test_webSocketsAreCountedUnderWeb(self) -> None:
         """
@@ -230,6 +249,7 @@ class FiguresTests(SynchronousTestCase):
             CounterSite(reactor=Clock()),
             room.factory,
             webSite(room),
+            UDPEchoFactory(SourceLimits(Clock())),
         ]
         for service in services:
             self.assertTrue(verifyObject(IReportsFigures, service))
@@ -244,5 +264,13 @@ class FiguresTests(SynchronousTestCase):
         """
         source = Path(metrics.__file__).read_text()
         imported = re.findall(r"^from netdemos(?:\.([\w.]+))? import", source, re.M)
-        services = {"echo", "counter", "web", "chat.tcp", "chat.room", "chat.member"}
+        services = {
+            "echo",
+            "counter",
+            "web",
+            "chat.tcp",
+            "chat.room",
+            "chat.member",
+            "udpecho",
+        }
         self.assertEqual(services & set(imported), set())

@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import signal
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,6 +27,7 @@ from support.clients import Clients, bracketed, echoRoundTrip, rawHTTP
 from support.process import Launcher, Netdemos
 from support.running import START_TIMEOUT, freePorts, twistdCommand
 from support.systemd import SERVICE, SOCKETS, NotifySocket, readUnit
+from support.udp import freeUDPPort, udpClient
 
 
 @pytest.fixture
@@ -158,3 +160,45 @@ def test_shippedUnitCommandLine(
     assert twistdLog
     for line in twistdLog:
         assert re.search(r"^<[2-7]>\[", line), f"not a journal line: {line!r}"
+
+
+def test_adoptsADatagramSocketForTheUDPEcho(launcher: Launcher, activate: str) -> None:
+    """
+    C{--echo-udp=systemd:name=NAME} adopts the datagram socket passed by
+    that name (as C{netdemos-echo-udp.socket} passes it), whatever its
+    family; the datagram that started the server is answered too.
+    """
+    port = freeUDPPort("::1")
+    command = [*twistdCommand(), "-n", "--pidfile=", "netdemos"]
+    command += [f"--{name}=none" for name in ("echo", "http", "chat", "web")]
+    command += ["--echo-udp=systemd:name=echo-udp"]
+    server = launcher.spawn(
+        [
+            activate,
+            "--datagram",
+            f"--listen=[::1]:{port}",
+            "--fdname=echo-udp",
+            "--setenv=PYTHONUNBUFFERED=1",
+            *command,
+        ],
+        {},
+    )
+    with udpClient("::1") as client:
+        # The first datagram starts twistd, which may take seconds; until
+        # systemd-socket-activate listens, datagrams are lost: send again.
+        deadline = time.monotonic() + START_TIMEOUT
+        replies: set[bytes] = set()
+        sent = 0
+        while not replies:
+            assert time.monotonic() < deadline, server.output()
+            client.sendto(b"%d" % sent, ("::1", port))
+            sent += 1
+            client.settimeout(1.0)
+            try:
+                replies.add(client.recv(100))
+            except TimeoutError:
+                continue
+        client.settimeout(5.0)
+        client.sendto(b"adopted", ("::1", port))
+        while (reply := client.recv(100)) != b"adopted":
+            replies.add(reply)

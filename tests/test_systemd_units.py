@@ -15,7 +15,14 @@ import tempfile
 from pathlib import Path
 
 from support.running import twistdCommand
-from support.systemd import INSTANCE_SOCKETS, SERVICE, SOCKETS, UNITS, readUnit
+from support.systemd import (
+    DATAGRAM_SOCKETS,
+    INSTANCE_SOCKETS,
+    SERVICE,
+    SOCKETS,
+    UNITS,
+    readUnit,
+)
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from netdemos.connections import DEFAULT_MAX_CONNECTIONS
@@ -62,7 +69,7 @@ def unitsForVerifying(directory: Path, names: list[str] | None = None) -> list[P
     # The twistd script, or else the Python that runs it.
     program = twistdCommand()[0]
     copies = []
-    for name in names or [SERVICE, *SOCKETS.values()]:
+    for name in names or [SERVICE, *SOCKETS.values(), *DATAGRAM_SOCKETS.values()]:
         text = (UNITS / name).read_text().replace(INSTALLED_TWISTD, program)
         (directory / name).write_text(text)
         copies.append(directory / name)
@@ -180,6 +187,25 @@ class UnitConsistencyTests(SynchronousTestCase):
         self.assertEqual(
             {name: int(port) for name, port in ports.items()}, DEFAULT_PORTS
         )
+
+    def test_theUDPEchoSocketIsOffered(self) -> None:
+        """
+        The UDP echo's socket is a datagram socket on the TCP echo's port,
+        named as its comment tells operators to adopt it; and, the UDP echo
+        being off by default, the service does not require it.
+        """
+        [(name, socketUnit)] = DATAGRAM_SOCKETS.items()
+        text = (UNITS / socketUnit).read_text()
+        socketSection = readUnit(socketUnit)["Socket"]
+        self.assertNotIn("ListenStream", socketSection)
+        port = socketSection["ListenDatagram"].rsplit(":", 1)[-1]
+        self.assertEqual(int(port), DEFAULT_PORTS["echo"])
+        self.assertEqual(socketSection["FileDescriptorName"], name)
+        self.assertEqual(socketSection["Service"], SERVICE)
+        self.assertIn(f"--{name}=systemd:name={name}", text)
+        unit = readUnit(SERVICE)
+        self.assertNotIn(socketUnit, unit["Unit"]["Requires"].split())
+        self.assertNotIn(f"--{name}=", unit["Service"]["ExecStart"])
 
     def test_reloadSendsSighup(self) -> None:
         """

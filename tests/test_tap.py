@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from support.certificates import makeCertificate
+from support.datagrams import DatagramReactor
 from support.descriptors import FakeOpenFileLimit, plenty
 from twisted.application.service import IServiceCollection
 from twisted.internet.error import CannotListenError
@@ -31,6 +32,7 @@ from netdemos.echo import EchoFactory
 from netdemos.hangup import HangupService
 from netdemos.lifecycle import StartupError
 from netdemos.redis import RedisAddress, RedisLink
+from netdemos.udpecho import UDPEcho
 from netdemos.web import WebSite
 
 
@@ -361,6 +363,8 @@ class OperatorOptionsTests(SynchronousTestCase):
             ("idle-timeout", "604800", "604800.5"),
             ("http-header-timeout", "300", "300.001"),
             ("shutdown-timeout", "3600", "3600.001"),
+            ("echo-udp-rate", "1000000", "1000000.5"),
+            ("echo-udp-burst", "1000000", "1000001"),
         ]:
             self.assertEqual(parse(f"--{option}={highest}")[option], int(highest))
             error = self.assertRaises(UsageError, parse, f"--{option}={tooHigh}")
@@ -416,7 +420,15 @@ class OperatorOptionsTests(SynchronousTestCase):
         ]
         self.assertEqual(
             [heading.split(",")[0].rstrip(":") for heading in headings],
-            ["Services", "Chat", "Web", "HTTP", "Several instances", "Operations"],
+            [
+                "Services",
+                "UDP echo",
+                "Chat",
+                "Web",
+                "HTTP",
+                "Several instances",
+                "Operations",
+            ],
         )
         self.assertLess(help.index("Serve echo (RFC 862)"), help.index(headings[0]))
         listed = re.findall(r"^      --([\w-]+)(=[A-Z]+)?", help, re.M)
@@ -625,7 +637,15 @@ class HelpExamplesTests(SynchronousTestCase):
         texts = [str(parameter[3]) for parameter in tap.Options.optParameters]
         texts += [
             getattr(tap.Options, f"opt_{name}").__doc__ or ""
-            for name in ("echo", "http", "chat", "web", "web_origin", "metrics")
+            for name in (
+                "echo",
+                "http",
+                "chat",
+                "web",
+                "web_origin",
+                "metrics",
+                "echo_udp",
+            )
         ]
         examples = re.findall(r"e\.g\. (--[\w-]+=[^\s)]+)", " ".join(texts))
         # Nearly every option has one: a regular expression gone wrong would
@@ -635,6 +655,85 @@ class HelpExamplesTests(SynchronousTestCase):
             if example.startswith("--counter-file="):
                 continue  # names a directory this machine need not have
             parse(example)
+
+
+class UDPEchoOptionTests(SynchronousTestCase):
+    """
+    C{--echo-udp}: off unless asked for, as a UDP echo is a reflector; its
+    endpoints and limits reach the service.
+    """
+
+    def start(self, *argv: str) -> tuple[DatagramReactor, Any]:
+        reactor = DatagramReactor()
+        service = makeService(parse(*argv), reactor)
+        service.privilegedStartService()
+        service.startService()
+        return reactor, service
+
+    def test_offByDefault(self) -> None:
+        reactor, service = self.start()
+        self.assertEqual(reactor.udpServers, [])
+        self.assertEqual(service.reporting, {})
+        self.assertEqual(parse("--echo-udp=none")["echo-udp"], [])
+
+    def test_listensOnEachEndpointWithOneSharedFactory(self) -> None:
+        reactor, service = self.start(
+            "--echo-udp=7", r"--echo-udp=udp:8:interface=\:\:1"
+        )
+        servers = [
+            (port, interface, size) for port, _, interface, size in reactor.udpServers
+        ]
+        # The largest datagram is read whole: Twisted reads 8192 bytes unless told.
+        self.assertEqual(servers, [(7, "", 65535), (8, "::1", 65535)])
+        [first, second] = [protocol for _, protocol, _, _ in reactor.udpServers]
+        assert isinstance(first, UDPEcho) and isinstance(second, UDPEcho)
+        self.assertIs(first._factory, second._factory)
+        self.assertIs(service.reporting["echo-udp"], first._factory)
+        names = [child.name for child in IServiceCollection(service.listeners)]
+        self.assertIn("echo-udp udp:7", names)
+        self.assertEqual(
+            [(each.service, each.description) for each in service.listening][-2:],
+            [("echo-udp", "udp:7"), ("echo-udp", r"udp:8:interface=\:\:1")],
+        )
+
+    def test_limitsReachTheService(self) -> None:
+        reactor, _ = self.start(
+            "--echo-udp=7", "--echo-udp-rate=2.5", "--echo-udp-burst=3"
+        )
+        protocol = reactor.udpServers[0][1]
+        assert isinstance(protocol, UDPEcho)
+        limits = protocol._limits
+        self.assertEqual((limits._each._interval, limits._each.burst), (0.4, 3))
+
+    def test_badEndpointsAreRefusedInOneLine(self) -> None:
+        for argv, message in [
+            (["--echo-udp=tcp:7"], "--echo-udp=tcp:7: not udp:PORT"),
+            (["--echo-udp=7", "--echo-udp=udp:7"], "names the same endpoint twice"),
+            (["--echo-udp=7", "--echo-udp=none"], "cannot be combined"),
+            (["--echo-udp=systemd:name=nope"], "no socket named 'nope'"),
+        ]:
+            error = self.assertRaises(UsageError, parse, *argv)
+            self.assertIn(message, str(error))
+
+    def test_portInUseEndsWithOneLineMessage(self) -> None:
+        class BusyReactor(DatagramReactor):
+            def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):  # type: ignore[no-untyped-def]
+                raise CannotListenError(interface, port, OSError(98, "Address in use"))
+
+        service = makeService(parse("--echo-udp=1234"), BusyReactor())
+        error = self.assertRaises(StartupError, service.privilegedStartService)
+        self.assertEqual(
+            str(error),
+            "netdemos: cannot listen for echo-udp udp:1234: [Errno 98] Address in use",
+        )
+
+    def test_theRateCannotBeLifted(self) -> None:
+        """
+        Unlike --chat-rate, 0 does not lift the limit: a UDP echo without
+        one is a reflector.
+        """
+        self.assertRaises(UsageError, parse, "--echo-udp-rate=0")
+        self.assertRaises(UsageError, parse, "--echo-udp-burst=0")
 
 
 class RedisOptionTests(SynchronousTestCase):

@@ -232,7 +232,8 @@ class ServerProcess:
 
     def listeningPorts(self) -> set[int]:
         """
-        The TCP ports this process has listening sockets on.
+        The TCP ports this process has listening sockets on, and the UDP
+        ports it has bound.
 
         C{/proc/PID/net/tcp} lists every socket in the network namespace, so
         keep only those whose inode is one of this process's open files.
@@ -246,12 +247,18 @@ class ServerProcess:
             if target.startswith("socket:["):
                 ownInodes.add(target[len("socket:[") : -1])
         ports = set()
-        for table in ("tcp", "tcp6"):
+        # 0A is TCP_LISTEN; 07 (TCP_CLOSE) is how a bound UDP socket shows.
+        for table, bound in (
+            ("tcp", "0A"),
+            ("tcp6", "0A"),
+            ("udp", "07"),
+            ("udp6", "07"),
+        ):
             lines = Path(f"/proc/{self.pid}/net/{table}").read_text().splitlines()
             for line in lines[1:]:
                 fields = line.split()
                 localAddress, state, inode = fields[1], fields[3], fields[9]
-                if state == "0A" and inode in ownInodes:  # 0A is TCP_LISTEN
+                if state == bound and inode in ownInodes:
                     ports.add(int(localAddress.rsplit(":", 1)[1], 16))
         return ports
 

@@ -23,6 +23,9 @@ UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
 SERVICE = "netdemos.service"
 # One socket unit a service, named after it.
 SOCKETS = {service: f"netdemos-{service}.socket" for service in SERVICES}
+# Sockets netdemos.service adopts only when told to: the UDP echo is off by
+# default.
+DATAGRAM_SOCKETS = {"echo-udp": "netdemos-echo-udp.socket"}
 # netdemos@.service: each instance has a socket of its own for each service.
 INSTANCE_SOCKETS = {service: f"netdemos-{service}@.socket" for service in SERVICES}
 
