@@ -64,31 +64,18 @@ class Allowance:
     L{SourceLimits} remember tens of thousands of them.
     """
 
-    __slots__ = ("burst", "_interval", "_tolerance", "_setBack")
+    __slots__ = ("burst", "interval", "tolerance", "setBack")
 
     def __init__(self, rate: float, burst: float) -> None:
         self.burst = burst
-        self._interval = 1.0 / rate
-        # (A hair over counts as within: float rounding must not leave a
-        # source one ulp short forever.)
-        self._tolerance = burst * self._interval * (1 + 1e-9)
-        self._setBack = 2 * self._tolerance
-
-    def spend(self, full: float, now: float, tokens: float) -> float | None:
-        """
-        Spend C{tokens} from an allowance that is full again at C{full}; the
-        time at which it will be full again after that, or L{None} if the
-        tokens are not there.
-        """
-        if full < now:
-            full = now
-        elif full - now > self._setBack:
-            # Only a clock set back gets here: start afresh rather than wait.
-            full = now
-        after = full + tokens * self._interval
-        if after - now > self._tolerance:
-            return None
-        return after
+        # A token is back this long after it was spent.
+        self.interval = 1.0 / rate
+        # A spender may be this far ahead of now: its burst.  (A hair over
+        # counts as within: float rounding must not leave a source one ulp
+        # short forever.)
+        self.tolerance = burst * self.interval * (1 + 1e-9)
+        # Further ahead than this, only a clock set back could have put it.
+        self.setBack = 2 * self.tolerance
 
 
 class SourceLimits:
@@ -124,28 +111,32 @@ class SourceLimits:
         """
         Whether a datagram of C{size} bytes from C{source} (an address) may be
         echoed now; if so, its tokens are spent.
+
+        Each allowance is the time at which its tokens are all back: spending
+        moves it later by the tokens' worth of time, from now if it was in
+        the past (or, after a clock set back, implausibly far ahead), and is
+        refused if that would put it further ahead than the burst allows.
+        This runs for every datagram, so it is written out, not in calls.
         """
         now = self._now()
-        tokens = size / TOKEN_BYTES
-        if tokens < 1.0:
-            tokens = 1.0
-        elif tokens > self._each.burst:
-            tokens = self._each.burst
+        each, all = self._each, self._all
+        tokens = 1.0 if size <= TOKEN_BYTES else min(size / TOKEN_BYTES, each.burst)
         sources = self._sources
-        known = sources.get(source)
-        if known is None:
-            full = now
-        else:
-            full = known
+        full = sources.get(source)
+        if full is not None:
             sources.move_to_end(source)
-        own = self._each.spend(full, now, tokens)
-        if own is None:
+        start = now if full is None or not 0 < full - now <= each.setBack else full
+        own = start + tokens * each.interval
+        if own - now > each.tolerance:
             return False
-        overall = self._all.spend(self._allFull, now, tokens)
-        if overall is None:
+        allFull = self._allFull
+        if not 0 < allFull - now <= all.setBack:
+            allFull = now
+        overall = allFull + tokens * all.interval
+        if overall - now > all.tolerance:
             return False
         self._allFull = overall
-        if known is None and len(sources) >= self.maxSources:
+        if full is None and len(sources) >= self.maxSources:
             sources.popitem(last=False)
         sources[source] = own
         return True
@@ -207,7 +198,7 @@ class UDPEcho(DatagramProtocol):
 
     def __init__(self, factory: UDPEchoFactory) -> None:
         self._factory = factory
-        self._limits = factory.limits
+        self._allow = factory.limits.allow
         self._datagrams = factory.datagrams
         self._bytes = factory.bytes
         self._host = ""
@@ -225,7 +216,7 @@ class UDPEcho(DatagramProtocol):
             host == self._host or self._host in _EVERY_ADDRESS
         ):
             result = DROPPED_SELF
-        elif not self._limits.allow(host, len(datagram)):
+        elif not self._allow(host, len(datagram)):
             result = DROPPED_RATE
         else:
             try:

@@ -702,8 +702,8 @@ class UDPEchoOptionTests(SynchronousTestCase):
         )
         protocol = reactor.udpServers[0][1]
         assert isinstance(protocol, UDPEcho)
-        limits = protocol._limits
-        self.assertEqual((limits._each._interval, limits._each.burst), (0.4, 3))
+        limits = protocol._factory.limits
+        self.assertEqual((limits._each.interval, limits._each.burst), (0.4, 3))
 
     def test_badEndpointsAreRefusedInOneLine(self) -> None:
         for argv, message in [

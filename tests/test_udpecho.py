@@ -164,7 +164,7 @@ class UDPEchoTests(SynchronousTestCase):
         recently forgotten first.
         """
         echo = echoOn(self.transport, self.clock, rate=1, burst=2, maxSources=3)
-        limits = echo._limits
+        limits = echo._factory.limits
         for host in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1"):
             echo.datagramReceived(b"x", (host, 40000))
         echo.datagramReceived(b"x", ("10.0.0.4", 40000))
