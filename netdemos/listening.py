@@ -122,16 +122,15 @@ def banner(instance: str, listeners: list[Listener]) -> list[str]:
     return lines
 
 
-@implementer(IStreamServerEndpoint)
-class RecordedEndpoint:
+class _Recording:
     """
-    An endpoint that notes, in C{listeners}, where each port it opens
-    listens.
+    What a recorded endpoint of either kind shares: where it notes the ports
+    it opens, and how.
     """
 
     def __init__(
         self,
-        endpoint: IStreamServerEndpoint,
+        endpoint: Any,
         service: str,
         description: str,
         listeners: list[Listener],
@@ -141,15 +140,23 @@ class RecordedEndpoint:
         self._description = description
         self._listeners = listeners
 
-    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        def record(port: IListeningPort) -> IListeningPort:
-            self._listeners.append(
-                Listener(self._service, self._description, port.getHost())
-            )
-            return port
+    def _record(self, port: IListeningPort) -> IListeningPort:
+        self._listeners.append(
+            Listener(self._service, self._description, port.getHost())
+        )
+        return port
 
+
+@implementer(IStreamServerEndpoint)
+class RecordedEndpoint(_Recording):
+    """
+    A stream endpoint that notes, in C{listeners}, where each port it opens
+    listens.
+    """
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         listening: Deferred[IListeningPort] = self._endpoint.listen(protocolFactory)
-        return listening.addCallback(record)
+        return listening.addCallback(self._record)
 
 
 # Twisted listens with a backlog of 50; a burst of connections beyond that is
@@ -204,30 +211,14 @@ def listen(
 
 
 @implementer(datagrams.IDatagramServerEndpoint)
-class RecordedDatagramEndpoint:
+class RecordedDatagramEndpoint(_Recording):
     """
     A datagram endpoint that notes, in C{listeners}, where each port it opens
     listens.
     """
 
-    def __init__(
-        self,
-        endpoint: datagrams.IDatagramServerEndpoint,
-        service: str,
-        description: str,
-        listeners: list[Listener],
-    ) -> None:
-        self._endpoint = endpoint
-        self._service = service
-        self._description = description
-        self._listeners = listeners
-
     def listen(self, protocol: DatagramProtocol) -> IListeningPort:
-        port = self._endpoint.listen(protocol)
-        self._listeners.append(
-            Listener(self._service, self._description, port.getHost())
-        )
-        return port
+        return self._record(self._endpoint.listen(protocol))
 
 
 def listenDatagrams(

@@ -126,7 +126,7 @@ class RecordedEndpointTests(SynchronousTestCase):
                 return succeed(port)
 
         listeners: list[Listener] = []
-        endpoint = RecordedEndpoint(Endpoint(), "http", "tcp:0", listeners)  # type: ignore[arg-type]
+        endpoint = RecordedEndpoint(Endpoint(), "http", "tcp:0", listeners)
         self.assertIs(self.successResultOf(endpoint.listen(Factory())), port)
         self.assertEqual(listeners, [Listener("http", "tcp:0", port.getHost())])
         self.assertEqual(listeners[0].tryIt(), "curl http://localhost:41000/")

@@ -5,13 +5,10 @@ benchmarks run twistd with.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from support import EXIT_TIMEOUT
-from support.running import SERVICES, childEnvironment
+from support.process import installedPython
+from support.running import SERVICES
 
 from netdemos import options as cli
 
@@ -29,16 +26,7 @@ def test_importsNothingOfTwisted(tmp_path: Path) -> None:
         f"import json, sys; sys.path.insert(0, {str(tests)!r});"
         " import support.running; print(json.dumps(list(sys.modules)))"
     )
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", program],
-        cwd=tmp_path,
-        env=childEnvironment(),
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT,
-        check=True,
-    )
-    loaded = json.loads(result.stdout)
+    loaded = installedPython(tmp_path, program)
     assert "support.running" in loaded
     assert [name for name in loaded if name.split(".")[0] == "twisted"] == []
 
