@@ -112,16 +112,12 @@ class IHub(Interface):
         """
 
 
-@implementer(IHub)
-class LocalHub:
+class Attached:
     """
-    The hub of a room served by one process: each event is heard at once, in
-    the call that published it.
+    What every hub starts with: the room it calls back, once attached.
     """
 
-    def __init__(self) -> None:
-        self._names: dict[str, str] = {}
-        self._room: IHubListener | None = None
+    _room: IHubListener | None = None
 
     @property
     def room(self) -> IHubListener:
@@ -130,6 +126,17 @@ class LocalHub:
 
     def attach(self, room: IHubListener) -> None:
         self._room = room
+
+
+@implementer(IHub)
+class LocalHub(Attached):
+    """
+    The hub of a room served by one process: each event is heard at once, in
+    the call that published it.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
 
     def say(self, line: str) -> None:
         self.room.heard(line)

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemos.chat.hub import IHub, IHubListener
+from netdemos.chat.hub import Attached, IHub
 from netdemos.chat.lines import DEFAULT_MAX_LINE, cleanText
 from netdemos.scripts import luaScript
 
@@ -194,7 +194,7 @@ def _names(event: dict[str, Any]) -> list[str]:
 
 
 @implementer(IHub)
-class RedisHub:
+class RedisHub(Attached):
     """
     The hub of a room that spans every instance on one Redis.
 
@@ -236,7 +236,6 @@ class RedisHub:
         self.channel = f"{link.prefix}:room"
         self.whole = False
         self._ttl = ttl
-        self._room: IHubListener | None = None
         # Who is in the room: casefolded name -> (name, instance).
         self._presence: dict[str, tuple[str, str]] = {}
         self._outbox: list[Event] = []
@@ -253,14 +252,6 @@ class RedisHub:
         self._heartbeatInterval = heartbeat
         link.subscribe(self.channel, self._received)
         link.watch(self._linkUp, self._linkDown)
-
-    @property
-    def room(self) -> IHubListener:
-        assert self._room is not None, "attach() the room first"
-        return self._room
-
-    def attach(self, room: IHubListener) -> None:
-        self._room = room
 
     # What the room says
 
