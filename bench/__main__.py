@@ -154,19 +154,33 @@ def buildLoads(settings: Settings) -> dict[str, Load]:
         return Target(label, "baseline", start, timed(run))
 
     rounds = settings.rounds
+    # A Python generator is slower per message than the echo servers it
+    # measures; the C one keeps the server the bottleneck.
+    if loads.echoLoadProgram() is not None:
+        echoTool, pingPong, bulk = (
+            "C generator",
+            loads.echoPingPongInC,
+            loads.echoBulkInC,
+        )
+    else:
+        echoTool, pingPong, bulk = (
+            "Python generator",
+            loads.echoPingPong,
+            loads.echoBulk,
+        )
     return {
         "echo": Load(
-            "echo ping-pong (50 conns, 64 B, 1 in flight)",
+            f"echo ping-pong (50 conns, 64 B, 1 in flight; {echoTool})",
             [netdemos(), *previous(), naive("echo"), peer("echo")],
-            timed(loads.echoPingPong),
-            rateMetrics("messages/s", "ratio >= 0.95", 0.95),
+            timed(pingPong),
+            rateMetrics("messages/s", "ratio >= 1.6", 1.6),
             rounds,
         ),
         "bulk": Load(
-            "echo bulk (4 conns, 16 KiB, 8 in flight)",
+            f"echo bulk (4 conns, 16 KiB, 8 in flight; {echoTool})",
             [netdemos(), *previous(), naive("echo"), peer("echo")],
-            timed(loads.echoBulk),
-            rateMetrics("MB/s", "ratio >= 0.95", 0.95, digits=1),
+            timed(bulk),
+            rateMetrics("MB/s", "ratio >= 1.0", 1.0, digits=1),
             rounds,
         ),
         "http": Load(

@@ -18,9 +18,11 @@ import socket
 import statistics
 import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from bench.servers import Server, acceptQueueLength, pinToGeneratorCPU
 
@@ -252,6 +254,75 @@ def echoPingPong(
                 s.send(message)
             owed[fd] = left
     return window.result()
+
+
+ECHOLOAD_SOURCE = Path(__file__).with_name("echoload.c")
+
+
+def echoLoadProgram() -> str | None:
+    """
+    The C echo load generator (C{bench/echoload.c}), compiled once per run
+    into a temporary directory; L{None} if there is no C compiler.
+    """
+    global _echoLoad
+    if _echoLoad is None:
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            return None
+        built = Path(tempfile.mkdtemp(prefix="netdemos-bench-")) / "echoload"
+        subprocess.run(
+            [compiler, "-O2", "-o", str(built), str(ECHOLOAD_SOURCE)], check=True
+        )
+        _echoLoad = str(built)
+    return _echoLoad
+
+
+_echoLoad: str | None = None
+
+
+def echoLoad(server: Server, seconds: float, *arguments: str) -> dict[str, float]:
+    """
+    Run the C generator against the server's echo port, pinned to the
+    generator CPU; the server's CPU time is read as its window opens and
+    closes.
+    """
+    program = echoLoadProgram()
+    assert program is not None
+    port = str(server.port("echo"))
+    mode, *rest = arguments
+    argv = [program, mode, port, *rest[:2], str(WARMUP), f"{seconds:g}", *rest[2:]]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, text=True, preexec_fn=pinToGeneratorCPU
+    ) as generator:
+        assert generator.stdout is not None
+        opened = generator.stdout.readline()
+        cpuAtOpen = server.cpuSeconds()
+        closed = generator.stdout.readline()
+        cpuAtClose = server.cpuSeconds()
+    if opened.strip() != "open" or generator.returncode != 0:
+        raise LoadError(f"echoload failed ({generator.returncode}): {closed!r}")
+    _, count, _, elapsed = closed.split()
+    return {
+        "rate": int(count) / float(elapsed),
+        "busy": (cpuAtClose - cpuAtOpen) / float(elapsed),
+    }
+
+
+def echoPingPongInC(server: Server, seconds: float) -> dict[str, float]:
+    """
+    L{echoPingPong}'s load from the C generator: messages per second, 50
+    clients with one 64-byte message in flight each.
+    """
+    return echoLoad(server, seconds, "pingpong", "50", "64")
+
+
+def echoBulkInC(server: Server, seconds: float) -> dict[str, float]:
+    """
+    L{echoBulk}'s load from the C generator: megabytes (10**6) echoed per
+    second, 4 clients with 8 messages of 16 KiB in flight each.
+    """
+    result = echoLoad(server, seconds, "bulk", "4", str(16 * 1024), "8")
+    return {**result, "rate": result["rate"] * 1e-6}
 
 
 def udpEcho(

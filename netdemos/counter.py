@@ -16,7 +16,7 @@ byte of its answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 from urllib.parse import unquote_to_bytes as unquote
 
@@ -156,10 +156,16 @@ class CounterChannel(GuardedChannel):
         L{setTimeout}), rather than being cancelled and made anew each time;
       - a response's head is written as one string (see L{writeHeaders}),
         with the site's C{X-Served-By}, C{Server} and C{Date} lines, encoded
-        once a second.
+        once a second;
+      - a response answered while its request is processed (all of them, but
+        with C{--redis}) reaches the transport as one write, head and body
+        together (see L{holdWrites}).
     """
 
     site: CounterSite
+
+    # What this request's answer has written so far, while it is held.
+    _held: list[bytes] | None = None
 
     # HTTPChannel is about to turn the idle timeout off for a request.
     _pausingIdleTimeout = False
@@ -208,6 +214,40 @@ class CounterChannel(GuardedChannel):
         if not self._handlingRequest:
             super().timeoutConnection()
 
+    def holdWrites(self) -> None:
+        """
+        Hold what is written until L{sendHeld}: the transport writes through
+        (L{netdemos.writethrough}), so a head and a body written apart would
+        be two sends, where one does.
+        """
+        self._held = []
+
+    def sendHeld(self) -> None:
+        """
+        Write what was held, as one, and stop holding.
+        """
+        held, self._held = self._held, None
+        if held and self.transport is not None:
+            self.transport.write(b"".join(held))
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            super().write(data)
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        if self._held is not None:
+            self._held.extend(iovec)
+        else:
+            super().writeSequence(iovec)
+
+    def requestDone(self, request: Request) -> None:
+        # Before HTTPChannel goes on to the next pipelined request, or
+        # closes: the answer is complete, and must go first.
+        self.sendHeld()
+        super().requestDone(request)
+
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Headers
     ) -> None:
@@ -229,8 +269,7 @@ class CounterChannel(GuardedChannel):
             for value in values:
                 lines += (name, b": ", value, b"\r\n")
         lines.append(b"\r\n")
-        assert self.transport is not None
-        self.transport.write(b"".join(lines))
+        self.write(b"".join(lines))
 
 
 class CounterRequest(ServedRequest):
@@ -251,7 +290,20 @@ class CounterRequest(ServedRequest):
         and C{Date} headers to encode for each request: the channel writes the
         site's, encoded once a second (L{CounterSite.serverHeaders}), first,
         where L{ServedRequest} and twisted.web put them.
+
+        What it writes is held (L{CounterChannel.holdWrites}) until the
+        request is done, or, for an answer that waits for Redis, until this
+        returns.
         """
+        # Twisted deletes self.channel once the request is done.
+        channel = self.channel
+        channel.holdWrites()
+        try:
+            self._process()
+        finally:
+            channel.sendHeld()
+
+    def _process(self) -> None:
         site = self.channel.site
         self.site = site
         self.sitepath: list[bytes] = []

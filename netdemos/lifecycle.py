@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from netdemos.connections import Drainable
 from netdemos.listening import Listener, banner
 from netdemos.notify import Notifier
+from netdemos.writethrough import Choice
 
 log = Logger()
 
@@ -76,6 +77,8 @@ class NetdemosService(MultiService):
         connections (the UDP echo), by name; the L{factories} report theirs
         too.
     @ivar redis: the link to Redis (C{--redis}), if any, for C{/metrics}.
+    @ivar transports: which transport the stream listeners give their
+        connections: Twisted's, writing through when nothing is queued.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class NetdemosService(MultiService):
         self.dependencies: list[Any] = []
         self.redis: Any = None
         self.listening: list[Listener] = []
+        self.transports = Choice()
         self._serving = False
         self._statusLoop = LoopingCall(self._reportStatus)
         self._statusLoop.clock = clock

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
-from netdemos import datagrams, descriptors, proxy
+from netdemos import datagrams, descriptors, proxy, writethrough
 
 # Addresses that mean "every address": a client tries them as localhost.
 _EVERY_ADDRESS = ("0.0.0.0", "::", "")
@@ -186,9 +186,10 @@ def listen(
     reactor: Any,
 ) -> None:
     """
-    Listen with C{factory} on C{description}, under C{parent} in C{server};
-    watch the port for accept failures, counted in C{factory.connections},
-    and note where it listens for the startup banner.
+    Listen with C{factory} on C{description}, under C{parent} in C{server},
+    with the write-through transport the server chose; watch the port for
+    accept failures, counted in C{factory.connections}, and note where it
+    listens for the startup banner.
     """
     # haproxy:ENDPOINT is Twisted's own prefix; netdemos applies it itself, to
     # ENDPOINT with its listen backlog, so as to wait for the header first.
@@ -198,6 +199,9 @@ def listen(
         else description
     )
     child = strports.service(withListenBacklog(inner), factory, reactor=reactor)
+    child.endpoint = writethrough.WriteThroughEndpoint(
+        child.endpoint, server.transports
+    )
     if inner != description:
         child.endpoint = proxy.ProxiedEndpoint(child.endpoint, reactor)
     child.endpoint = RecordedEndpoint(

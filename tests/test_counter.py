@@ -752,11 +752,12 @@ class ShortcutTests(SynchronousTestCase):
             site.serverHeaders().startswith(b"X-Served-By: netdemos\r\nServer: ")
         )
 
-    def test_responseHeadIsWrittenInOnePiece(self) -> None:
+    def test_responseIsWrittenInOnePiece(self) -> None:
         """
-        The status line and headers reach the transport as one string, not
-        as twisted.web's sequence of some thirty pieces, which the transport
-        would check and count one at a time.
+        The status line, headers and body reach the transport as one string,
+        not as twisted.web's sequence of some thirty pieces, which the
+        transport would check and count one at a time, and a body after it:
+        written through, each write is a send(2).
         """
         site = makeSite()
         channel = site.buildProtocol(PEER)
@@ -765,13 +766,45 @@ class ShortcutTests(SynchronousTestCase):
         channel.makeConnection(transport)
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(transport.sequences, [])
-        head, body = transport.writes
+        [response] = transport.writes
         self.assertTrue(
-            head.startswith(b"HTTP/1.1 200 OK\r\nX-Served-By: netdemos\r\nServer: "),
-            head,
+            response.startswith(
+                b"HTTP/1.1 200 OK\r\nX-Served-By: netdemos\r\nServer: "
+            ),
+            response,
         )
-        self.assertTrue(head.endswith(b"\r\nContent-Length: 16\r\n\r\n"), head)
-        self.assertEqual(body, b"I am request #1\n")
+        self.assertTrue(
+            response.endswith(b"\r\nContent-Length: 16\r\n\r\nI am request #1\n"),
+            response,
+        )
+
+    def test_pipelinedResponsesAreWrittenOneEachInOrder(self) -> None:
+        """
+        Requests that arrive together are answered in order, each answer one
+        write, and each written before the next request is begun; the last,
+        which asks to close, is written before the connection closes.
+        """
+        site = makeSite()
+        channel = site.buildProtocol(PEER)
+        assert channel is not None
+        writtenAtClose: list[int] = []
+
+        class ClosingTransport(RecordingTransport):
+            def loseConnection(self) -> None:
+                writtenAtClose.append(len(self.writes))
+                super().loseConnection()
+
+        transport = ClosingTransport()
+        channel.makeConnection(transport)
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        closing = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        channel.dataReceived(request * 3 + closing)
+        self.assertEqual(len(transport.writes), 4)
+        for number, response in enumerate(transport.writes, start=1):
+            self.assertTrue(
+                response.endswith(b"I am request #%d\n" % (number,)), response
+            )
+        self.assertEqual(writtenAtClose, [4])
 
     def test_requestsShareOneEmptyBody(self) -> None:
         """

@@ -5,13 +5,26 @@ listens, with the real address, and how to try it.
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import succeed
-from twisted.internet.protocol import Factory
-from twisted.internet.testing import MemoryReactor
-from twisted.trial.unittest import SynchronousTestCase
+from typing import Any
 
-from netdemos.listening import Listener, RecordedEndpoint, banner
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netdemos.echo import Echo, EchoFactory
+from netdemos.lifecycle import NetdemosService
+from netdemos.listening import Listener, RecordedEndpoint, banner, listen
+from netdemos.writethrough import (
+    Choice,
+    WriteThroughTCPServer,
+    WriteThroughUNIXServer,
+)
 
 
 def tcp(service: str, description: str, host: str, port: int) -> Listener:
@@ -130,3 +143,69 @@ class RecordedEndpointTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(endpoint.listen(Factory())), port)
         self.assertEqual(listeners, [Listener("http", "tcp:0", port.getHost())])
         self.assertEqual(listeners[0].tryIt(), "curl http://localhost:41000/")
+
+
+class WriteThroughWiringTests(TestCase):
+    """
+    L{listen} gives every connection of the endpoints netdemos builds the
+    write-through transport: driven with the real reactor, on loopback.
+    """
+
+    def connectionOn(self, description: str, greeting: bytes = b"") -> Deferred[Any]:
+        """
+        Listen for echo on C{description}, connect to it, send C{greeting},
+        and fire with the server's echo protocol for that connection.
+        """
+        server = NetdemosService(reactor)
+        # Whatever this test's environment says.
+        server.transports = Choice({})
+        factory = EchoFactory(reactor)
+        listen(server, server.listeners, "echo", description, factory, reactor)
+        server.privilegedStartService()
+        server.startService()
+        self.addCleanup(server.stopService)
+        [listener] = server.listening
+        address = listener.address
+        client: IStreamClientEndpoint
+        if isinstance(address, UNIXAddress):
+            client = UNIXClientEndpoint(reactor, address.name)
+        else:
+            assert isinstance(address, IPv4Address)
+            client = TCP4ClientEndpoint(reactor, address.host, address.port)
+
+        async def connected() -> Any:
+            protocol: Any = await client.connect(Factory.forProtocol(Protocol))
+            self.addCleanup(protocol.transport.loseConnection)
+            protocol.transport.write(greeting)
+            while not any(isinstance(each, Echo) for each in factory.connections.live):
+                await deferLater(reactor, 0.01)
+            [echo] = factory.connections.live
+            return echo
+
+        return Deferred.fromCoroutine(connected())
+
+    async def test_tcp(self) -> None:
+        """
+        A C{tcp:} connection writes through, with Nagle's algorithm off.
+        """
+        echo = await self.connectionOn("tcp:0:interface=127.0.0.1")
+        self.assertIsInstance(echo.transport, WriteThroughTCPServer)
+        self.assertTrue(echo.transport.getTcpNoDelay())
+
+    async def test_unix(self) -> None:
+        """
+        A C{unix:} connection writes through.
+        """
+        path = self.mktemp()
+        echo = await self.connectionOn(f"unix:{path}")
+        self.assertIsInstance(echo.transport, WriteThroughUNIXServer)
+
+    async def test_behindTheProxyWrapper(self) -> None:
+        """
+        Behind C{haproxy:}, the transport beneath the wrapper writes through.
+        """
+        echo = await self.connectionOn(
+            "haproxy:tcp:0:interface=127.0.0.1",
+            b"PROXY TCP4 192.0.2.1 127.0.0.1 4000 1234\r\n",
+        )
+        self.assertIsInstance(echo.transport.transport, WriteThroughTCPServer)
