@@ -8,12 +8,9 @@ flow control really bounds memory, and that the services behave over the wire.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import random
-import select
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +18,15 @@ from pathlib import Path
 
 import pytest
 from support import LINE_TIMEOUT
-from support.clients import ChatUser, Clients, rawHTTP
+from support.clients import (
+    ChatUser,
+    Clients,
+    Echoed,
+    connect,
+    echoThroughHalfClose,
+    pushWithoutReading,
+    rawHTTP,
+)
 from support.process import (
     Launcher,
     Netdemos,
@@ -29,6 +34,7 @@ from support.process import (
     runNetdemos,
     runTwistd,
 )
+from support.rooms import CHAT_BACKLOG, SlowClientRoom
 from support.running import LOOPBACK, loopbackEndpoint
 
 from netdemos.chat.member import BEHIND_LIMIT
@@ -49,45 +55,14 @@ def test_echoReturnsEveryByteAfterHalfCloseThenEOF(launcher: Launcher) -> None:
     yet sent back.
     """
     server = launcher.start(["echo"])
-    port = server.echoPort
     payload = random.Random(862).randbytes(20_000_000)
-
-    with socket.socket() as connection:
-        # A small receive window keeps the server's send buffers full, so that
-        # when it reads the EOF it still holds echo it has not sent: the case
-        # half-close handling is for.  With a large window the kernel would
-        # have taken everything already and even a plain close would lose
-        # nothing.
-        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-        connection.connect((LOOPBACK, port))
-        sendError: list[BaseException] = []
-
-        def sendAllThenHalfClose() -> None:
-            try:
-                connection.sendall(payload)
-                connection.shutdown(socket.SHUT_WR)
-            except BaseException as e:  # reported by the main thread
-                sendError.append(e)
-
-        sender = threading.Thread(target=sendAllThenHalfClose, daemon=True)
-        sender.start()
-        received = hashlib.sha256()
-        receivedCount = 0
-        deadline = time.monotonic() + 60
-        while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no EOF after {receivedCount} bytes echoed"
-            connection.settimeout(remaining)
-            data = connection.recv(MB)
-            if not data:
-                break
-            received.update(data)
-            receivedCount += len(data)
-        sender.join(timeout=10)
-
-    assert not sendError, sendError
-    assert receivedCount == len(payload)
-    assert received.hexdigest() == hashlib.sha256(payload).hexdigest()
+    # A small receive window keeps the server's send buffers full, so that
+    # when it reads the EOF it still holds echo it has not sent: the case
+    # half-close handling is for.  With a large window the kernel would have
+    # taken everything already and even a plain close would lose nothing.
+    with connect(server.echoPort, receiveBuffer=8192) as connection:
+        echoed = echoThroughHalfClose(connection, payload)
+    assert echoed == Echoed(len(payload), None)
     server.assertNoErrorsLogged()
 
 
@@ -100,27 +75,12 @@ def test_echoPushesBackOnClientThatNeverReads(launcher: Launcher) -> None:
     in memory: any client could grow it without limit just by not reading.
     """
     server = launcher.start(["echo"])
-    port = server.echoPort
     rssBefore = server.rssBytes()
 
     target = 300 * MB
-    chunk = b"x" * MB
-    pushed = 0
-    with socket.create_connection((LOOPBACK, port)) as connection:
-        connection.setblocking(False)
-        start = lastProgress = time.monotonic()
-        while pushed < target and time.monotonic() - start < 20:
-            _, writable, _ = select.select([], [connection], [], 0.1)
-            if writable:
-                try:
-                    sent = connection.send(chunk)
-                except BlockingIOError:
-                    sent = 0
-                if sent:
-                    pushed += sent
-                    lastProgress = time.monotonic()
-            if time.monotonic() - lastProgress > 2:
-                break
+    start = time.monotonic()
+    with socket.create_connection((LOOPBACK, server.echoPort)) as connection:
+        pushed = pushWithoutReading(connection, target)
         elapsed = time.monotonic() - start
         rssGrowth = server.rssBytes() - rssBefore
 
@@ -135,69 +95,6 @@ def test_echoPushesBackOnClientThatNeverReads(launcher: Launcher) -> None:
 
 
 # Chat
-
-
-CHAT_BACKLOG = 65536
-
-
-class SlowClientRoom:
-    """
-    A chat server with a small backlog and three clients: C{reader} and
-    C{sender} read everything, C{slow} never reads and has a small receive
-    window.
-    """
-
-    batchSize = 500
-    # With ~100-byte lines, the kernel's buffers for the slow client fill and
-    # its backlog passes 64 KiB after a few MB: this only stops a runaway loop.
-    maxLines = 100_000
-
-    def __init__(self, launcher: Launcher, clients: Clients) -> None:
-        # Flood control would slow the sender long before the backlog fills:
-        # this is a test of the backlog, so loosen it as far as it goes.  (Not
-        # lifted: then the room would hold the sender back for the slow
-        # client, as a load test wants, and its backlog would never fill.)
-        self.server = launcher.start(
-            ["chat"],
-            extra=[
-                f"--chat-backlog={CHAT_BACKLOG}",
-                "--chat-rate=1000000",
-                "--chat-burst=1000000",
-            ],
-        )
-        port = self.server.chatPort
-        self.reader = clients.chatUser(port)
-        self.sender = clients.chatUser(port)
-        self.slow = clients.chatUser(port, reading=False, receiveBuffer=4096)
-        joined = f"* {self.slow.name} joined (3 in the room)"
-        self.reader.inbox.waitForLine(joined)
-        self.sender.inbox.waitForLine(joined)
-        self.dropNotice = f"* {self.slow.name} was dropped (too slow)"
-        self.sent: list[str] = []
-        self._readerPosition = self._senderPosition = 0
-
-    def sendBatch(self) -> None:
-        """
-        Send a batch of numbered lines in one write, and wait until both
-        reading clients have it.
-
-        Waiting keeps the reading clients from ever being the slow ones,
-        however busy this machine is.
-        """
-        start = len(self.sent)
-        batch = [f"line {start + i:07d} {'p' * 90}" for i in range(self.batchSize)]
-        self.sender.send("".join(text + "\n" for text in batch).encode())
-        self.sent.extend(batch)
-        last = f"<{self.sender.name}> {batch[-1]}"
-        self._readerPosition = self.reader.inbox.waitForLine(last, self._readerPosition)
-        self._senderPosition = self.sender.inbox.waitForLine(last, self._senderPosition)
-
-    def sendUntilSlowClientIsDropped(self) -> None:
-        while self.dropNotice not in self.reader.inbox.snapshot():
-            assert len(self.sent) < self.maxLines, (
-                f"{self.slow.name} was not dropped after {len(self.sent)} lines"
-            )
-            self.sendBatch()
 
 
 def test_withFloodControlLiftedReadersThatKeepUpAreKept(
@@ -263,32 +160,7 @@ def test_slowChatClientIsDroppedAndOthersGetEveryLine(
     One stalled reader must neither grow server memory without limit nor make
     the others lose lines or wait.
     """
-    room = SlowClientRoom(launcher, clients)
-    rssBefore = room.server.rssBytes()
-    room.sendUntilSlowClientIsDropped()
-    linesBeforeDrop = len(room.sent)
-    room.sendBatch()
-    rssGrowth = room.server.rssBytes() - rssBefore
-    print(
-        f"slow client dropped after {linesBeforeDrop} lines"
-        f" ({linesBeforeDrop * 100 / MB:.1f} MB); server RSS grew"
-        f" {rssGrowth / MB:.1f} MB"
-    )
-
-    sender = room.sender
-    relayed = [
-        line[len(f"<{sender.name}> ") :]
-        for line in room.reader.inbox.snapshot()
-        if line.startswith(f"<{sender.name}> ")
-    ]
-    assert relayed == room.sent
-    assert sender.inbox.snapshot().count(room.dropNotice) == 1
-    room.reader.send(b"/who\n")
-    room.reader.inbox.waitForLine(
-        f"* in the room (2): {', '.join(sorted([room.reader.name, sender.name]))}"
-    )
-    assert rssGrowth < 32 * MB, f"server RSS grew {rssGrowth / MB:.1f} MB"
-    room.server.assertNoErrorsLogged()
+    SlowClientRoom(launcher, clients).checkSlowClientIsDroppedAndOthersGetEveryLine()
 
 
 def test_droppedChatClientGetsExplanationThenCleanClose(

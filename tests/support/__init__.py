@@ -10,6 +10,7 @@ The end-to-end tests' harness, which sees the server only as its clients do:
 L{support.process} starts the installed C{twistd netdemos} on free loopback
 ports and stops it (on L{support.running}, which the benchmarks share);
 L{support.clients} speaks to it (chat users, lines, HTTP, echo, TLS);
+L{support.rooms} fills a chat room for a client that never reads;
 L{support.certificates} makes a TLS certificate; L{support.prometheus} scrapes
 C{/metrics}; L{support.redbot} lints its responses with REDbot;
 L{support.systemd} reads the shipped units and receives C{sd_notify}

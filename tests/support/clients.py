@@ -1,14 +1,16 @@
 """
 Clients of a running netdemos, made of plain sockets: connections, chat users
-and the lines they receive, HTTP requests, echo round trips, TLS.
+and the lines they receive, HTTP requests, echo round trips and floods, TLS.
 """
 
 from __future__ import annotations
 
 import http.client
 import resource
+import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -306,6 +308,114 @@ def echoRoundTrip(connection: socket.socket, data: bytes) -> None:
         assert chunk, f"EOF after {received!r}"
         received += chunk
     assert received == data
+
+
+@dataclass(frozen=True)
+class Echoed:
+    """
+    What came back from echo before its EOF.
+
+    @ivar count: how many bytes came back.
+    @ivar firstDifference: the offset of the first byte that is not the one
+        sent there, or L{None} if every byte that came back is.
+    """
+
+    count: int
+    firstDifference: int | None
+
+
+def differsAt(one: bytes, other: bytes) -> int:
+    """
+    The index of the first byte where C{one} and C{other} differ; the length
+    of the shorter if it is the start of the other.
+    """
+    for index, (a, b) in enumerate(zip(one, other, strict=False)):
+        if a != b:
+            return index
+    return min(len(one), len(other))
+
+
+def echoThroughHalfClose(
+    connection: socket.socket, payload: bytes, timeout: float = 60.0
+) -> Echoed:
+    """
+    Send C{payload} to echo on C{connection} from another thread, then shut
+    down the sending side (C{shutdown(SHUT_WR)}), as C{nc -N} piping a file
+    does; meanwhile read what comes back, comparing it with C{payload}, until
+    EOF.  Fail if the sending fails or EOF has not come within C{timeout}.
+    """
+    sendError: list[BaseException] = []
+
+    def sendAllThenHalfClose() -> None:
+        try:
+            connection.sendall(payload)
+            connection.shutdown(socket.SHUT_WR)
+        except BaseException as e:  # reported by the reading thread
+            sendError.append(e)
+
+    sender = threading.Thread(target=sendAllThenHalfClose, daemon=True)
+    sender.start()
+    sent = memoryview(payload)
+    count = 0
+    firstDifference = None
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no EOF after {count} bytes echoed"
+        connection.settimeout(remaining)
+        data = connection.recv(1024 * 1024)
+        if not data:
+            break
+        expected = sent[count : count + len(data)]
+        if firstDifference is None and expected != data:
+            firstDifference = count + differsAt(data, bytes(expected))
+        count += len(data)
+    sender.join(timeout=LINE_TIMEOUT)
+    assert not sendError, sendError
+    return Echoed(count, firstDifference)
+
+
+def pushWithoutReading(
+    connection: socket.socket,
+    limit: int,
+    stalled: float = 2.0,
+    timeout: float = 20.0,
+) -> int:
+    """
+    Send on C{connection}, never reading, until the peer has taken nothing
+    more for C{stalled} seconds, or C{limit} bytes have gone, or C{timeout}
+    has passed; return how many bytes went.
+
+    A peer that pushes back stops taking data once its buffers and the
+    kernel's are full; one that does not goes on taking it.
+    """
+    chunk = b"x" * (1024 * 1024)
+    pushed = 0
+    connection.setblocking(False)
+    start = lastProgress = time.monotonic()
+    while pushed < limit and time.monotonic() - start < timeout:
+        _, writable, _ = select.select([], [connection], [], 0.1)
+        if writable:
+            try:
+                sent = connection.send(chunk)
+            except BlockingIOError:
+                sent = 0
+            if sent:
+                pushed += sent
+                lastProgress = time.monotonic()
+        if time.monotonic() - lastProgress > stalled:
+            break
+    return pushed
+
+
+def resetConnection(connection: socket.socket) -> None:
+    """
+    Close C{connection} with a reset (RST), as a crashing peer or one that
+    gives up on a stalled download does: C{SO_LINGER} with a zero timeout
+    throws away whatever is unsent.
+    """
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
 
 
 def httpGet(port: int, path: str = "/", host: str = LOOPBACK) -> tuple[int, bytes]:
