@@ -62,8 +62,13 @@ def runFree() -> None:
     _pinning = False
 
 
+# The CPUs this process may use, as it started: once it pins itself to the
+# generator's CPU, its own affinity says nothing about the machine.
+_CPUS = frozenset(os.sched_getaffinity(0))
+
+
 def canPin() -> bool:
-    return _pinning and len(os.sched_getaffinity(0)) > 1
+    return _pinning and {SERVER_CPU, GENERATOR_CPU} <= _CPUS
 
 
 def pinToServerCPU(pid: int) -> None:
