@@ -8,12 +8,16 @@
  *   echoload bulk PORT CONNECTIONS SIZE WARMUP SECONDS INFLIGHT
  *       each connection keeps INFLIGHT messages of SIZE bytes in flight;
  *       counts bytes echoed.
+ *   echoload http PORT CONNECTIONS 0 WARMUP SECONDS
+ *       each connection keeps one "GET / HTTP/1.1" request in flight;
+ *       counts responses (their status lines).
  *
  * It prints "open" as the counting window opens (after WARMUP seconds), and
  * "count N seconds S" as it closes, so the caller can read the server's CPU
  * time at both.  Any error (a refused or closed connection) ends it with a
  * message on stderr and exit status 1.
  */
+#define _GNU_SOURCE /* memmem */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -44,12 +48,17 @@ int main(int argc, char **argv) {
         return 2;
     }
     int bulk = strcmp(argv[1], "bulk") == 0;
+    int http = strcmp(argv[1], "http") == 0;
+    static const char request[] = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+    static const char marker[] = "HTTP/1.1 ";
+    const size_t markerLength = sizeof marker - 1;
     int port = atoi(argv[2]);
     int conns = atoi(argv[3]);
     long size = atol(argv[4]);
     double warmup = atof(argv[5]);
     double seconds = atof(argv[6]);
     long inflight = bulk && argc > 7 ? atol(argv[7]) : 1;
+    if (http) size = sizeof request - 1;
     long window = size * inflight;
 
     char *out = malloc(window);
@@ -59,6 +68,9 @@ int main(int argc, char **argv) {
     int *fds = calloc(conns, sizeof(int));
     char *watching = calloc(conns, 1); /* watched for EPOLLOUT */
     memset(out, 'p', window);
+    if (http) memcpy(out, request, size);
+    /* http: the end of the last read, in case a marker spans two reads. */
+    char *tails = calloc(conns, 16);
 
     int ep = epoll_create1(0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -110,7 +122,24 @@ int main(int argc, char **argv) {
                 ssize_t got = recv(s, in, 256 * 1024, 0);
                 if (got == 0) { errno = ECONNRESET; fail("server closed"); }
                 if (got < 0 && errno != EAGAIN) fail("recv");
-                if (got > 0) {
+                if (got > 0 && http) {
+                    char joined[16 + 256 * 1024];
+                    size_t kept = strlen(tails + 16 * i);
+                    memcpy(joined, tails + 16 * i, kept);
+                    memcpy(joined + kept, in, got);
+                    size_t length = kept + got, at = 0;
+                    char *found;
+                    while ((found = memmem(joined + at, length - at, marker,
+                                           markerLength)) != NULL) {
+                        at = found - joined + markerLength;
+                        count++;
+                        if (send(s, out, size, 0) != size) fail("send");
+                    }
+                    size_t tail = length - at < markerLength - 1
+                                      ? length - at : markerLength - 1;
+                    memcpy(tails + 16 * i, joined + length - tail, tail);
+                    tails[16 * i + tail] = 0;
+                } else if (got > 0) {
                     if (bulk) {
                         count += got;
                         unsent[i] += got;
