@@ -436,6 +436,15 @@ def tableRows(load: Load) -> list[str]:
                 fmt(median(column(load, label, "busy")) * 100, 0)
                 for label in (subject, baseline, *peers)
             )
+            # The server's CPU time for each unit of the rate: unlike the
+            # rate, it holds when the host lends the VM's CPUs elsewhere.
+            perUnit = (
+                "/".join(
+                    fmt(cpuPerUnit(load, label), 1) for label in (subject, baseline)
+                )
+                if metric.key == "rate"
+                else ""
+            )
             # The goals are netdemos's own, not its variants'.
             goal, verdict = "", ""
             if subject == "netdemos":
@@ -449,9 +458,25 @@ def tableRows(load: Load) -> list[str]:
                 f"| {fmt(ratio, 2)} "
                 f"| {fmt(ceiling * metric.scale, metric.digits)} "
                 f"| {busy if busy.strip('/') else ''} "
+                f"| {perUnit if perUnit.strip('/') else ''} "
                 f"| {goal} | {verdict} |"
             )
     return rows
+
+
+def cpuPerUnit(load: Load, label: str) -> float:
+    """
+    The median, over rounds, of the server's CPU microseconds for each unit
+    of the rate (a message, a request, a megabyte).
+    """
+    perUnit = [
+        busy / rate * 1e6
+        for busy, rate in zip(
+            column(load, label, "busy"), column(load, label, "rate"), strict=True
+        )
+        if rate and not math.isnan(busy)
+    ]
+    return median(perUnit) if perUnit else math.nan
 
 
 def fmt(value: float, digits: int) -> str:
@@ -491,20 +516,49 @@ def machine(settings: Settings) -> list[str]:
     ]
 
 
-def report(selected: list[Load], settings: Settings, elapsed: float) -> str:
+def cpuTimes() -> dict[str, list[int]]:
+    """
+    Each CPU's times from C{/proc/stat}, in clock ticks.
+    """
+    return {
+        fields[0]: [int(n) for n in fields[1:]]
+        for fields in map(str.split, Path("/proc/stat").read_text().splitlines())
+        if fields and fields[0].startswith("cpu") and fields[0] != "cpu"
+    }
+
+
+def stealSince(before: dict[str, list[int]]) -> str:
+    """
+    How much of each CPU's time the host gave to others since C{before}
+    (steal time): rates measured while it is high are low, and noisy.
+    """
+    shares = []
+    for cpu, now in cpuTimes().items():
+        spent = [b - a for a, b in zip(before.get(cpu, now), now, strict=False)]
+        # user nice system idle iowait irq softirq steal
+        total = sum(spent[:8])
+        if len(spent) > 7 and total:
+            shares.append(f"{cpu} {100 * spent[7] / total:.0f}%")
+    return f"CPU steal time during the run: {', '.join(shares) or 'unknown'}."
+
+
+def report(
+    selected: list[Load], settings: Settings, elapsed: float, steal: str = ""
+) -> str:
     lines = ["# netdemos benchmark", "", *machine(settings), ""]
     lines.append(
         "| Load | Metric | subject | subject median | naive median "
         "| subject/naive (median of ratios) | asyncio peer median (ceiling) "
-        "| server CPU % subj/naive/peer | Target | Met |"
+        "| server CPU % subj/naive/peer | server CPU µs per unit subj/naive "
+        "| Target | Met |"
     )
-    lines.append("|" + "---|" * 10)
+    lines.append("|" + "---|" * 11)
     for load in selected:
         lines.extend(tableRows(load))
     errors = [f"- {load.name}: {e}" for load in selected for e in load.errors]
     if errors:
         lines += ["", "Failures:", *errors]
-    lines += ["", f"Total time: {elapsed:.0f}s."]
+    lines += ["", f"Total time: {elapsed:.0f}s. {steal}"]
     return "\n".join(lines)
 
 
@@ -579,12 +633,14 @@ def main(argv: list[str]) -> None:
     raiseFileLimit()
     servers.pinToGeneratorCPU()
     began = time.perf_counter()
+    timesAtStart = cpuTimes()
     allLoads = buildLoads(settings)
     selected = [allLoads[name] for name in wanted]
     for load in selected:
         progress(f"{load.name}:")
         runLoad(load)
-    print(report(selected, settings, time.perf_counter() - began))
+    elapsed = time.perf_counter() - began
+    print(report(selected, settings, elapsed, stealSince(timesAtStart)))
     if args.profile:
         from bench import profiling
 
