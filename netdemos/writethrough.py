@@ -54,7 +54,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 log = Logger()
@@ -259,18 +259,22 @@ class Choice:
             # Not a socket port of Twisted's (or already writing through).
             return None
         if not self._enabled:
-            self._sayOnce(f"{SWITCH}=0")
+            self._sayOnce(LogLevel.info, f"{SWITCH}=0")
             return None
         found = problems(current)  # type: ignore[arg-type]
         if found:
-            self._sayOnce("the installed Twisted differs: " + ", ".join(found))
+            # Asked for, and not given: an operator should know.
+            why = "the installed Twisted differs: " + ", ".join(found)
+            self._sayOnce(LogLevel.warn, why)
             return None
         return writingThrough
 
-    def _sayOnce(self, why: str) -> None:
+    def _sayOnce(self, level: LogLevel, why: str) -> None:
         if not self._said:
             self._said = True
-            log.info("netdemos: using Twisted's transport unchanged ({why})", why=why)
+            log.emit(
+                level, "netdemos: using Twisted's transport unchanged ({why})", why=why
+            )
 
 
 @implementer(IStreamServerEndpoint)

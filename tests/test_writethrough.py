@@ -30,7 +30,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -972,6 +972,8 @@ class ChoiceTests(SynchronousTestCase):
             self.assertIsNone(choice.transportFor(port))
         [message] = writeThroughMessages(events)
         self.assertIn("Server._aborting", message)
+        [event] = [e for e in events if "_aborting" in str(e.get("why", ""))]
+        self.assertEqual(event["log_level"], LogLevel.warn)
 
     def test_otherPortsAreLeftAloneSilently(self) -> None:
         """
