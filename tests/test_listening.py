@@ -5,8 +5,10 @@ listens, with the real address, and how to try it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from support.certificates import makeCertificate
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
@@ -199,6 +201,16 @@ class WriteThroughWiringTests(TestCase):
         path = self.mktemp()
         echo = await self.connectionOn(f"unix:{path}")
         self.assertIsInstance(echo.transport, WriteThroughUNIXServer)
+
+    async def test_beneathTLS(self) -> None:
+        """
+        Under C{ssl:}, the TCP transport beneath the TLS layer writes through.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        certificate = makeCertificate(directory)
+        echo = await self.connectionOn(certificate.serverEndpoint(0))
+        self.assertIsInstance(echo.transport.transport, WriteThroughTCPServer)
 
     async def test_behindTheProxyWrapper(self) -> None:
         """
