@@ -5,6 +5,8 @@ listens, with the real address, and how to try it.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,15 @@ class WriteThroughWiringTests(TestCase):
 
         return Deferred.fromCoroutine(connected())
 
+    def directory(self) -> Path:
+        """
+        A new directory, removed after the test (not trial's C{mktemp},
+        which leaves its directories in the one the tests run from).
+        """
+        path = Path(tempfile.mkdtemp(prefix="netdemos-test-"))
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
+
     async def test_tcp(self) -> None:
         """
         A C{tcp:} connection writes through, with Nagle's algorithm off.
@@ -198,17 +209,14 @@ class WriteThroughWiringTests(TestCase):
         """
         A C{unix:} connection writes through.
         """
-        path = self.mktemp()
-        echo = await self.connectionOn(f"unix:{path}")
+        echo = await self.connectionOn(f"unix:{self.directory() / 'echo.sock'}")
         self.assertIsInstance(echo.transport, WriteThroughUNIXServer)
 
     async def test_beneathTLS(self) -> None:
         """
         Under C{ssl:}, the TCP transport beneath the TLS layer writes through.
         """
-        directory = Path(self.mktemp())
-        directory.mkdir()
-        certificate = makeCertificate(directory)
+        certificate = makeCertificate(self.directory())
         echo = await self.connectionOn(certificate.serverEndpoint(0))
         self.assertIsInstance(echo.transport.transport, WriteThroughTCPServer)
 
