@@ -10,6 +10,7 @@ returns the figure the report shows.
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import re
 import select
@@ -259,25 +260,20 @@ def echoPingPong(
 ECHOLOAD_SOURCE = Path(__file__).with_name("echoload.c")
 
 
+@functools.cache
 def echoLoadProgram() -> str | None:
     """
     The C echo load generator (C{bench/echoload.c}), compiled once per run
     into a temporary directory; L{None} if there is no C compiler.
     """
-    global _echoLoad
-    if _echoLoad is None:
-        compiler = shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            return None
-        built = Path(tempfile.mkdtemp(prefix="netdemos-bench-")) / "echoload"
-        subprocess.run(
-            [compiler, "-O2", "-o", str(built), str(ECHOLOAD_SOURCE)], check=True
-        )
-        _echoLoad = str(built)
-    return _echoLoad
-
-
-_echoLoad: str | None = None
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    built = Path(tempfile.mkdtemp(prefix="netdemos-bench-")) / "echoload"
+    subprocess.run(
+        [compiler, "-O2", "-o", str(built), str(ECHOLOAD_SOURCE)], check=True
+    )
+    return str(built)
 
 
 def echoLoad(server: Server, seconds: float, *arguments: str) -> dict[str, float]:

@@ -247,13 +247,15 @@ class Choice:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._enabled = enabled(environ)
         self._said = False
+        # What problems() found for each transport class: once is enough.
+        self._problems: dict[type, list[str]] = {}
 
     def transportFor(self, port: IListeningPort) -> type | None:
         """
         The write-through transport class for C{port}'s connections, or
         L{None} to leave Twisted's.
         """
-        current = getattr(port, "transport", None)
+        current: Any = getattr(port, "transport", None)
         writingThrough = WRITING_THROUGH.get(current) if current else None
         if writingThrough is None:
             # Not a socket port of Twisted's (or already writing through).
@@ -261,7 +263,9 @@ class Choice:
         if not self._enabled:
             self._sayOnce(LogLevel.info, f"{SWITCH}=0")
             return None
-        found = problems(current)  # type: ignore[arg-type]
+        if current not in self._problems:
+            self._problems[current] = problems(current)
+        found = self._problems[current]
         if found:
             # Asked for, and not given: an operator should know.
             why = "the installed Twisted differs: " + ", ".join(found)

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.chat import Room
 from support.descriptors import FakeOpenFileLimit
+from support.events import logged
 from support.http import get
 from twisted.internet import tcp
 from twisted.internet.defer import succeed
@@ -20,7 +21,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogEvent, Logger, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -45,16 +46,6 @@ DEFAULTS = {
     "chat": DEFAULT_MAX_CONNECTIONS,
     "metrics": ADMIN_MAX_CONNECTIONS,
 }
-
-
-def logged(case: SynchronousTestCase) -> EventLoggingObserver:
-    """
-    Collect the events logged during this test.
-    """
-    return EventLoggingObserver.createWithCleanup(
-        case,  # type: ignore[arg-type]
-        globalLogPublisher,
-    )
 
 
 def netdemosMessages(events: EventLoggingObserver) -> list[str]:

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from support.events import logged
 from twisted.internet import abstract, tcp, unix
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
@@ -30,7 +31,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -894,13 +895,6 @@ class ProblemsTests(SynchronousTestCase):
         Write-through only knows Twisted's C{FileDescriptor} queue.
         """
         self.assertIn("object is not a FileDescriptor", problems(object))
-
-
-def logged(case: SynchronousTestCase) -> EventLoggingObserver:
-    return EventLoggingObserver.createWithCleanup(
-        case,  # type: ignore[arg-type]
-        globalLogPublisher,
-    )
 
 
 def writeThroughMessages(events: EventLoggingObserver) -> list[str]:

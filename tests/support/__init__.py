@@ -3,8 +3,9 @@ Helpers for netdemos's tests, one module a concern.
 
 The unit tests' fakes: L{support.chat} (clients on string transports in one
 room), L{support.http} (HTTP over a string transport), L{support.web} (a
-WebSocket client of the web site over a string transport) and
-L{support.descriptors} (an open-file limit held in memory).
+WebSocket client of the web site over a string transport),
+L{support.descriptors} (an open-file limit held in memory) and
+L{support.events} (the log events a test emits).
 
 The end-to-end tests' harness, which sees the server only as its clients do:
 L{support.process} starts the installed C{twistd netdemos} on free loopback
